@@ -1,0 +1,72 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import HTTPException
+
+from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
+from .runtime import Runtime, bootstrap
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
+    runtime = runtime or bootstrap()
+    app = Flask(__name__, instance_path=str(runtime.settings.data_dir))
+    app.config.update(
+        MAX_CONTENT_LENGTH=runtime.settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["upay_bridge"] = runtime
+
+    from .web import health, upay_callbacks, webhooks
+
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(upay_callbacks.bp)
+    app.register_blueprint(health.bp)
+
+    app.register_error_handler(SignatureError, lambda e: error_response(401, "bad_signature", str(e)))
+    app.register_error_handler(UnknownStoreError, lambda e: error_response(404, "unknown_store", str(e)))
+    app.register_error_handler(MalformedBodyError,
+                               lambda e: error_response(400, "malformed_body", str(e)))
+    app.register_error_handler(InvalidPayloadError,
+                               lambda e: error_response(422, "invalid_payload", str(e)))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+    @app.after_request
+    def _security_headers(resp: Any) -> Any:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("X-Frame-Options", "DENY")
+        resp.headers.setdefault("Referrer-Policy", "no-referrer")
+        resp.headers.setdefault("Cache-Control", "no-store")
+        return resp
+
+    return app
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["upay_bridge"]
+
+
+def error_response(status: int, code: str, message: str) -> Any:
+    resp = jsonify({"error": {"code": code, "message": message}})
+    resp.status_code = status
+    return resp
+
+
+def _http_error(exc: HTTPException) -> Any:
+    code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
+    return error_response(exc.code or 500, code, exc.description or exc.name)
+
+
+def _unexpected(exc: Exception) -> Any:
+    logger.exception("unexpected error")
+    return error_response(500, "internal_error", "the bridge failed to handle this request")

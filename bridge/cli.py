@@ -1,0 +1,335 @@
+"""The ``upay-bridge`` command: run the bridge, its workers, and manage stores and orders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets as pysecrets
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+import sqlalchemy as sa
+
+from . import db
+from .config import load_settings
+from .crypto import generate_key
+from .errors import BridgeError
+from .models import Language, NotificationType
+from .pipeline import order_attempts, order_events
+from .registry import StoreRecord, StoreSettings
+from .runtime import Runtime, bootstrap
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _runtime() -> Runtime:
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    return bootstrap(settings)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+@click.version_option(package_name="upay-bridge")
+def main() -> None:
+    """UPay invoices for WooCommerce orders: the bridge's command line."""
+
+
+# -- running ------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", type=int, default=None, help="worker threads (default UPAY_BRIDGE_WORKERS)")
+@click.option("--threads", type=int, default=8, show_default=True, help="web server threads")
+@click.option("--no-worker", is_flag=True, help="serve the web app only (workers run elsewhere)")
+def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bool) -> None:
+    """Run the web app and the workers in one process (the embedded default)."""
+    from waitress import serve as waitress_serve
+
+    from .app import create_app
+
+    rt = _runtime()
+    app = create_app(rt)
+    consumer = None
+    if not no_worker:
+        consumer = rt.jobs.consumer(workers or rt.settings.workers)
+        consumer.start()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    click.echo(f"upay-bridge listening on http://{host}:{port} "
+               f"(public URL {rt.settings.public_url}, data in {rt.settings.data_dir})")
+    try:
+        waitress_serve(app, host=host, port=port, threads=threads, ident="upay-bridge")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if consumer is not None:
+            consumer.stop(graceful=True)
+        rt.close()
+
+
+@main.command()
+@click.option("--workers", type=int, default=None, help="worker threads (default UPAY_BRIDGE_WORKERS)")
+def worker(workers: int | None) -> None:
+    """Run workers only (the scale-out layout: web processes run `serve --no-worker`)."""
+    rt = _runtime()
+    consumer = rt.jobs.consumer(workers or rt.settings.workers)
+    consumer.run()
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database commands."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database schema to the newest version."""
+    settings = load_settings()
+    engine = db.make_engine(settings.database_url)
+    db.migrate(engine)
+    click.echo("database is up to date")
+
+
+@main.command("secret-key")
+def secret_key() -> None:
+    """Print a new encryption key for UPAY_BRIDGE_SECRET_KEY."""
+    click.echo(generate_key())
+
+
+# -- stores -------------------------------------------------------------------------------------
+
+@main.group()
+def store() -> None:
+    """Register, list, show and remove stores."""
+
+
+def _webhook_url(rt: Runtime, record: StoreRecord) -> str:
+    return f"{rt.settings.public_url}/webhooks/{record.kind}/{record.id}"
+
+
+def _store_json(rt: Runtime, record: StoreRecord) -> dict[str, Any]:
+    data = record.public_dict()
+    data["webhook_url"] = _webhook_url(rt, record)
+    return data
+
+
+@store.command("add")
+@click.argument("kind", type=click.Choice(["woocommerce"]))
+@click.option("--url", required=True, help="the store's home URL, e.g. https://shop.example.com")
+@click.option("--name", default="", help="a name for the store")
+@click.option("--consumer-key", required=True, envvar="UPAY_BRIDGE_STORE_CONSUMER_KEY",
+              help="WooCommerce REST API consumer key (or env UPAY_BRIDGE_STORE_CONSUMER_KEY)")
+@click.option("--consumer-secret", required=True, envvar="UPAY_BRIDGE_STORE_CONSUMER_SECRET",
+              help="WooCommerce REST API consumer secret (or env UPAY_BRIDGE_STORE_CONSUMER_SECRET)")
+@click.option("--webhook-secret", default=None, envvar="UPAY_BRIDGE_STORE_WEBHOOK_SECRET",
+              help="the secret of the WooCommerce webhook (generated and shown once if omitted)")
+@click.option("--upay-api-key", required=True, envvar="UPAY_BRIDGE_STORE_UPAY_API_KEY",
+              help="the merchant's UPay API key (or env UPAY_BRIDGE_STORE_UPAY_API_KEY)")
+@click.option("--upay-sandbox", is_flag=True, help="use UPay's sandbox instead of production")
+@click.option("--notification-type", type=click.Choice([t.value for t in NotificationType]),
+              default="link", show_default=True, help="how UPay sends the invoice")
+@click.option("--language", type=click.Choice([lang.value for lang in Language]), default="en",
+              show_default=True, help="language of the payment page and of the bridge's notes")
+@click.option("--note", "note_kind", type=click.Choice(["customer", "private"]), default="customer",
+              show_default=True, help="a customer note makes WooCommerce e-mail the link")
+@click.option("--payment-method", "payment_methods", multiple=True,
+              help="invoice only orders with this payment method (repeatable; default all)")
+@click.option("--status", "statuses", multiple=True,
+              help="invoice orders in this status (repeatable; default pending and on-hold)")
+@click.option("--currency", "currencies", multiple=True,
+              help="invoice only orders in this currency (repeatable; default all UPay supports)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret: str,
+              webhook_secret: str | None, upay_api_key: str, upay_sandbox: bool,
+              notification_type: str, language: str, note_kind: str,
+              payment_methods: tuple[str, ...], statuses: tuple[str, ...],
+              currencies: tuple[str, ...], as_json: bool) -> None:
+    """Register a store; prints its id and the webhook delivery URL."""
+    rt = _runtime()
+    generated = webhook_secret is None
+    webhook_secret = webhook_secret or pysecrets.token_urlsafe(32)
+    settings = StoreSettings(
+        notification_type=NotificationType(notification_type), language=Language(language),
+        customer_note=note_kind == "customer", payment_methods=payment_methods,
+        statuses=statuses or ("pending", "on-hold"), currencies=tuple(c.upper() for c in currencies))
+    try:
+        record = rt.registry.add(kind, url, {
+            "consumer_key": consumer_key, "consumer_secret": consumer_secret,
+            "webhook_secret": webhook_secret, "upay_api_key": upay_api_key,
+        }, name=name, upay_sandbox=upay_sandbox, settings=settings)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    out = {"id": record.id, "webhook_url": _webhook_url(rt, record)}
+    if generated:
+        out["webhook_secret"] = webhook_secret  # shown once, so it can be pasted into WooCommerce
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"store id:     {record.id}")
+    click.echo(f"webhook URL:  {out['webhook_url']}")
+    if generated:
+        click.echo(f"webhook secret (shown once): {webhook_secret}")
+    click.echo("In WooCommerce: Settings > Advanced > Webhooks > Add webhook, topic "
+               "'Order created', with the URL and secret above.")
+
+
+@store.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def store_list(as_json: bool) -> None:
+    """List the registered stores."""
+    rt = _runtime()
+    records = rt.registry.list()
+    if as_json:
+        click.echo(json.dumps([_store_json(rt, r) for r in records]))
+        return
+    if not records:
+        click.echo("no stores")
+    for r in records:
+        mode = "sandbox" if r.upay_sandbox else "production"
+        click.echo(f"{r.id}  {r.kind:<12} {mode:<10} {r.url}  {r.name}")
+
+
+@store.command("show")
+@click.argument("store_id")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def store_show(store_id: str, as_json: bool) -> None:
+    """Show one store (secrets masked)."""
+    rt = _runtime()
+    record = rt.registry.find(store_id)
+    if record is None:
+        _fail(f"no store with id {store_id!r}")
+        return
+    data = _store_json(rt, record)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for key, value in data.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+@store.command("remove")
+@click.argument("store_id")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def store_remove(store_id: str, yes: bool) -> None:
+    """Remove a store and everything the bridge recorded for it."""
+    rt = _runtime()
+    if rt.registry.find(store_id) is None:
+        _fail(f"no store with id {store_id!r}")
+        return
+    if not yes:
+        click.confirm(f"Remove store {store_id} and its order records?", abort=True)
+    rt.registry.remove(store_id)
+    click.echo(f"removed {store_id}")
+
+
+# -- orders -------------------------------------------------------------------------------------
+
+@main.group()
+def orders() -> None:
+    """See what the bridge did with each order, and retry parked ones."""
+
+
+def _order_dict(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "store_id": row.store_id, "order_id": row.external_id,
+            "number": row.number, "total": row.total, "currency": row.currency,
+            "state": row.state, "reason": row.reason, "invoice_id": row.invoice_id,
+            "invoice_url": row.invoice_url, "upay_order_id": row.upay_order_id,
+            "note": row.note_state, "retries": row.retries, "last_error": row.last_error,
+            "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+@orders.command("list")
+@click.option("--store", "store_id", default=None, help="only this store")
+@click.option("--state", default=None, help="only orders in this state (e.g. parked)")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def orders_list(store_id: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """List the most recent orders the bridge has seen."""
+    rt = _runtime()
+    o = db.orders.c
+    query = sa.select(db.orders).order_by(o.id.desc()).limit(limit)
+    if store_id:
+        query = query.where(o.store_id == store_id)
+    if state:
+        query = query.where(o.state == state)
+    with rt.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    if as_json:
+        click.echo(json.dumps([_order_dict(r) for r in rows]))
+        return
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(r.created_at))
+        click.echo(f"{r.id:>6}  {when}  {r.store_id}  #{r.number:<10} {r.total:>12} {r.currency}  "
+                   f"{r.state:<16} {r.invoice_url or r.reason or r.last_error}")
+
+
+@orders.command("show")
+@click.argument("row_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def orders_show(row_id: int, as_json: bool) -> None:
+    """Show one order: its state, its invoice attempts and its history."""
+    rt = _runtime()
+    with rt.engine.connect() as conn:
+        row = conn.execute(sa.select(db.orders).where(db.orders.c.id == row_id)).first()
+    if row is None:
+        _fail(f"no order {row_id}")
+        return
+    data = _order_dict(row)
+    data["attempts"] = order_attempts(rt.engine, row_id)
+    data["events"] = order_events(rt.engine, row_id)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for key in ("id", "store_id", "order_id", "number", "total", "currency", "state", "reason",
+                "invoice_id", "invoice_url", "note", "retries", "last_error"):
+        click.echo(f"{key}: {data[key]}")
+    click.echo("attempts:")
+    for a in data["attempts"]:
+        click.echo(f"  {a['number']}. {a['upay_order_id']} {a['state']} {a['invoice_url'] or a['error']}")
+    click.echo("history:")
+    for e in data["events"]:
+        click.echo(f"  {time.strftime('%H:%M:%S', time.gmtime(e['at']))} {e['kind']}: {e['message']}")
+
+
+@orders.command("retry")
+@click.argument("row_id", type=int)
+def orders_retry(row_id: int) -> None:
+    """Try a parked or failed order again now (a running worker picks it up)."""
+    rt = _runtime()
+    try:
+        rt.pipeline.retry(row_id)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"order {row_id} queued again")
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="leave the demo running to explore it")
+def demo(keep_running: bool) -> None:
+    """Watch the bridge work: a simulated store and a simulated UPay on this machine."""
+    from .demo import run_demo
+
+    _setup_logging("WARNING")
+    sys.exit(run_demo(keep_running=keep_running))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

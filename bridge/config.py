@@ -1,0 +1,86 @@
+"""Settings, read from the environment once when the app or a worker starts.
+
+Every variable is optional; the defaults give the embedded layout (SQLite database and SQLite
+job queue in one data directory, no server to install). The README lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PREFIX = "UPAY_BRIDGE_"
+
+# UPay's hosts as the official plugins use them (upay-api.md §1); both are settings because
+# UPay itself publishes more than one name for each and tests point them at a local fake.
+DEFAULT_UPAY_SANDBOX_URL = "https://sandboxapi.upayments.com/api/v1/"
+DEFAULT_UPAY_PRODUCTION_URL = "https://apiv2api.upayments.com/api/v1/"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    queue_url: str
+    public_url: str
+    upay_sandbox_url: str = DEFAULT_UPAY_SANDBOX_URL
+    upay_production_url: str = DEFAULT_UPAY_PRODUCTION_URL
+    secret_keys: tuple[str, ...] = ()
+    workers: int = 8
+    upay_connect_timeout: float = 5.0
+    upay_read_timeout: float = 30.0
+    store_connect_timeout: float = 5.0
+    store_read_timeout: float = 30.0
+    lease_seconds: float = 300.0
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 1800.0
+    max_retries: int = 12
+    sweep_grace_seconds: float = 60.0
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        return replace(self, **overrides)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(PREFIX + name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(PREFIX + name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(overrides.pop("data_dir", None) or env.get(PREFIX + "DATA_DIR")
+                    or "upay-bridge-data").resolve()
+    keys = tuple(k.strip() for k in env.get(PREFIX + "SECRET_KEY", "").split(",") if k.strip())
+    host_port = "http://127.0.0.1:8000"
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{data_dir / 'bridge.db'}",
+        queue_url=env.get(PREFIX + "QUEUE_URL") or f"sqlite:///{data_dir / 'queue.db'}",
+        public_url=(env.get(PREFIX + "PUBLIC_URL") or host_port).rstrip("/"),
+        upay_sandbox_url=env.get(PREFIX + "UPAY_SANDBOX_URL") or DEFAULT_UPAY_SANDBOX_URL,
+        upay_production_url=env.get(PREFIX + "UPAY_PRODUCTION_URL") or DEFAULT_UPAY_PRODUCTION_URL,
+        secret_keys=keys,
+        workers=_int(env, "WORKERS", 8),
+        upay_connect_timeout=_float(env, "UPAY_CONNECT_TIMEOUT", 5.0),
+        upay_read_timeout=_float(env, "UPAY_READ_TIMEOUT", 30.0),
+        store_connect_timeout=_float(env, "STORE_CONNECT_TIMEOUT", 5.0),
+        store_read_timeout=_float(env, "STORE_READ_TIMEOUT", 30.0),
+        lease_seconds=_float(env, "LEASE_SECONDS", 300.0),
+        retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 5.0),
+        retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 1800.0),
+        max_retries=_int(env, "MAX_RETRIES", 12),
+        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 60.0),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+        log_level=env.get(PREFIX + "LOG_LEVEL", "INFO"),
+    )
+    return settings.with_overrides(**overrides) if overrides else settings

@@ -1,0 +1,168 @@
+"""The bridge's database: tables, the engine, and migrations.
+
+SQLite by default (WAL mode and a busy timeout, so the web process and worker threads can write
+at once), PostgreSQL through ``UPAY_BRIDGE_DATABASE_URL``. Only SQLAlchemy Core is used: every
+query is in this module or in the repository modules next to it, written once for both.
+Timestamps are UTC epoch seconds (floats): simple to compare in both databases.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+stores = sa.Table(
+    "stores", metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("url", sa.String(500), nullable=False),
+    sa.Column("upay_sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("settings", sa.Text, nullable=False, server_default="{}"),
+    # One Fernet token holding a JSON object of every secret of the store.
+    sa.Column("secrets", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.String(16), sa.ForeignKey("stores.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("external_id", sa.String(100), nullable=False),
+    sa.Column("number", sa.String(100), nullable=False, server_default=""),
+    sa.Column("currency", sa.String(3), nullable=False, server_default=""),
+    sa.Column("total", sa.String(40), nullable=False, server_default="0"),
+    sa.Column("payload", sa.Text, nullable=False),
+    # received -> retrying* -> invoiced -> done; or skipped / not_invoiceable / failed / parked
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_expires", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("invoice_id", sa.String(100), nullable=True),
+    sa.Column("invoice_url", sa.String(500), nullable=True),
+    sa.Column("upay_order_id", sa.String(40), nullable=True),
+    sa.Column("meta_written", sa.Boolean, nullable=False, server_default=sa.false()),
+    # none -> pending -> sending -> written; "sending" after a crash means "look before posting"
+    sa.Column("note_state", sa.String(10), nullable=False, server_default="none"),
+    sa.Column("note_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("note_customer", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("note_id", sa.String(40), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("store_id", "external_id", name="uq_orders_store_external"),
+)
+sa.Index("ix_orders_work", orders.c.state, orders.c.next_attempt_at)
+
+attempts = sa.Table(
+    "attempts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("upay_order_id", sa.String(40), nullable=False, unique=True),
+    # sending -> created | failed | unknown (superseded) | not_sent (safe to send again)
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("invoice_id", sa.String(100), nullable=True),
+    sa.Column("invoice_url", sa.String(500), nullable=True),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("order_id", "number", name="uq_attempts_order_number"),
+)
+
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.String(16), sa.ForeignKey("stores.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("topic", sa.String(60), nullable=False, server_default=""),
+    sa.Column("delivery_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("external_order_id", sa.String(100), nullable=False, server_default=""),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+notifications = sa.Table(
+    "notifications", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("store_id", sa.String(16), sa.ForeignKey("stores.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.String(12), nullable=False),  # notify | return | cancel
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("state", sa.String(12), nullable=False, server_default="received"),
+    sa.Column("received_at", sa.Float, nullable=False),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(30), nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+)
+sa.Index("ix_events_order", events.c.order_id)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    # WAL lets readers run during a write; busy_timeout makes a writer wait for the lock
+    # instead of failing with "database is locked" when the web and worker threads collide.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split("sqlite:///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                                  pool_size=20, max_overflow=20)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling defers BEGIN; take it over so that
+        # "BEGIN IMMEDIATE" below really takes the write lock up front.
+        @event.listens_for(engine, "connect")
+        def _no_pysqlite_txn(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest version (Alembic, migrations shipped in the package)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))

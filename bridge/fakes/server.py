@@ -1,0 +1,43 @@
+"""Serve a WSGI app on loopback in a background thread (tests, the demo, benchmarks)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    # No access log: the fakes' URLs carry OAuth parameters, and tests read the logs for secrets.
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class ServedApp:
+    """A running loopback server; use as a context manager or call :meth:`shutdown`."""
+
+    def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = make_server(host, port, app, threaded=True,
+                                   request_handler=_QuietHandler)
+        self.host = host
+        self.port = self._server.server_port
+        self.url = f"http://{host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
+                                        name=f"serve-{self.port}")
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "ServedApp":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def serve_wsgi(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> ServedApp:
+    return ServedApp(app, host, port)

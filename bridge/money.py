@@ -1,0 +1,84 @@
+"""Money as ``Decimal``, rounded to each currency's minor unit.
+
+Stores send money as decimal strings formatted with one global "number of decimals" setting,
+not per currency (a KWD store left at 2 sends "12.50"), so every amount is re-quantized here to
+the currency's own ISO 4217 exponent before it is compared or sent to UPay.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+_THREE = ("KWD", "BHD", "OMR", "JOD", "IQD", "LYD", "TND")
+_ZERO = ("JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "XPF", "PYG", "RWF", "KMF",
+         "GNF", "DJF", "BIF", "VUV")
+
+# Currencies not listed have 2 minor-unit digits (see exponent()).
+CURRENCY_EXPONENTS: dict[str, int] = {**{c: 3 for c in _THREE}, **{c: 0 for c in _ZERO}}
+
+DEFAULT_EXPONENT = 2
+
+# No order is worth a quadrillion; the bound keeps every quantized amount well inside the
+# 28-digit default context, so quantize() can never raise InvalidOperation on parsed input.
+_MAX_ABS = Decimal(10) ** 15
+
+# Plain decimal notation as WooCommerce's wc_format_decimal() and Saleor produce it. The exponent
+# form is allowed for numbers that went through a float's str(); its length is capped so that
+# "1e999999999" cannot overflow the context.
+# re.ASCII: "\d" would otherwise accept Arabic-Indic and other Unicode digits.
+_AMOUNT_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,4})?", re.ASCII)
+
+
+def exponent(currency: str) -> int:
+    return CURRENCY_EXPONENTS.get(currency.strip().upper(), DEFAULT_EXPONENT)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    amount = Decimal(amount)
+    if not amount.is_finite():
+        raise ValueError(f"cannot quantize a non-finite amount: {amount}")
+    result = amount.quantize(Decimal(1).scaleb(-exponent(currency)), rounding=ROUND_HALF_UP)
+    # "-0.000" would be sent as a negative zero; it means zero.
+    return abs(result) if result == 0 else result
+
+
+def parse_amount(value: object) -> Decimal:
+    # bool is an int subclass: True must not become 1.
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"not an amount: {value!r}")
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        # str() gives the shortest repr that round-trips, so 0.1 becomes Decimal("0.1"), not the
+        # binary expansion Decimal(0.1) would give.
+        amount = _decimal_from_text(str(value), value)
+    elif isinstance(value, str):
+        amount = _decimal_from_text(value.strip(), value)
+    else:
+        raise ValueError(f"not an amount: {type(value).__name__} {value!r}")
+    if not amount.is_finite():
+        raise ValueError(f"not a finite amount: {value!r}")
+    if abs(amount) >= _MAX_ABS:
+        raise ValueError(f"amount out of range: {value!r}")
+    return amount
+
+
+def _decimal_from_text(text: str, original: object) -> Decimal:
+    if not _AMOUNT_RE.fullmatch(text):
+        raise ValueError(f"not an amount: {original!r}")
+    try:
+        return Decimal(text)
+    except InvalidOperation as exc:  # the regex should make this unreachable
+        raise ValueError(f"not an amount: {original!r}") from exc
+
+
+def format_amount(amount: Decimal, currency: str) -> str:
+    # "f" never switches to exponent notation, whatever the Decimal's internal exponent.
+    return format(quantize(amount, currency), "f")
+
+
+def amounts_equal(a: Decimal, b: Decimal, currency: str) -> bool:
+    return quantize(a, currency) == quantize(b, currency)

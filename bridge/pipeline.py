@@ -1,0 +1,445 @@
+"""From a recorded order to an invoice at UPay and a payment link on the store's order.
+
+The web request only records the order (``accept``); a worker runs ``process_order``. Each order
+row is a small state machine, and every step that talks to another system is committed *before*
+the call, so a worker that dies anywhere leaves a row the next worker can finish:
+
+* ``received``/``retrying`` -> create the invoice (an *attempt* row is written as ``sending`` first)
+* ``invoiced`` -> write the order meta, then the note -> ``done``
+* final: ``done``, ``skipped``, ``not_invoiceable``, ``failed``, ``parked``
+
+Unknown outcome. UPay has no idempotency keys and no way to look an invoice up by our order id.
+When a create-invoice POST may have reached UPay but its answer was lost (read timeout, dropped
+connection, 5xx, or a worker that died mid-request), the attempt is marked ``unknown`` and a new
+attempt is made with a fresh ``order.id`` (``<store>-<order>-<n>``). The superseded attempt is
+kept: its ``order.id`` comes back as ``requested_order_id`` if the customer ever pays it, so the
+payment is still matched to the order. Only a request known not to have been processed (refused
+connection, 429) is sent again with the same ``order.id``.
+
+Notes are not idempotent at WooCommerce (and a customer note e-mails the customer), so the note
+state is ``sending`` while the POST is in flight; a later try first looks for the note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from . import db
+from .config import Settings
+from .errors import (BridgeError, InvalidPayloadError, OrderNotFoundError, StoreAuthError,
+                     StoreError, UPayError, UPayRateLimitError)
+from .mapping import (invoice_blockers, invoice_request_from_order, reference_id_for,
+                      upay_order_id_for)
+from .models import CallbackUrls, InvoiceOptions, Order
+from .money import quantize
+from .notes import invoice_failed_note, not_invoiceable_note, payment_link_note
+from .registry import StoreRecord, StoreRegistry
+from .stores import Store, WebhookEvent, adapter_for
+from .stores.woocommerce import META_INVOICE_ID, META_INVOICE_URL, META_UPAY_ORDER_ID
+from .upay import UPayClient
+
+logger = logging.getLogger(__name__)
+
+WORK_STATES = ("received", "retrying", "invoiced")
+NOTE_OPEN = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    outcome: str  # queued | duplicate | skipped
+    order_pk: int | None
+    reason: str = ""
+
+
+def callback_urls(public_url: str, store_id: str, upay_order_id: str) -> CallbackUrls:
+    # No query strings: UPay appends "?payment_id=..." to these as they are (upay-api.md §6.2),
+    # so everything the bridge needs to find the order is in the path.
+    base = public_url.rstrip("/")
+    return CallbackUrls(return_url=f"{base}/upay/return/{store_id}/{upay_order_id}",
+                        cancel_url=f"{base}/upay/cancel/{store_id}/{upay_order_id}",
+                        notification_url=f"{base}/upay/notify/{store_id}")
+
+
+def skip_reason(record: StoreRecord, order: Order) -> str:
+    """Why the store's settings leave this order alone ("" when it should be invoiced)."""
+    s = record.settings
+    if order.status not in s.statuses:
+        return f"order status is {order.status!r}; invoices are made for {', '.join(s.statuses)}"
+    if s.payment_methods and order.payment_method not in s.payment_methods:
+        return f"payment method {order.payment_method!r} is not one of {', '.join(s.payment_methods)}"
+    if s.currencies and order.currency not in s.currencies:
+        return f"currency {order.currency} is not one of {', '.join(s.currencies)}"
+    return ""
+
+
+class Pipeline:
+    def __init__(self, engine: Engine, registry: StoreRegistry, settings: Settings, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        # Set by the job queue: schedule(order_pk, delay_seconds). A lost call is not fatal:
+        # ``sweep`` finds every order that still needs work.
+        self.schedule: Callable[[int, float], None] = lambda pk, delay: None
+        self._clients: dict[tuple[str, float], UPayClient] = {}
+        self._clients_lock = threading.Lock()
+
+    # -- intake: runs inside the webhook request, so it only writes and returns -----------------
+
+    def accept(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> Accepted:
+        order = event.order
+        assert order is not None
+        reason = skip_reason(record, order)
+        now = self.clock()
+        values = dict(store_id=record.id, external_id=order.external_id[:100],
+                      number=order.number[:100], currency=order.currency[:3],
+                      total=str(order.total)[:40], payload=body.decode("utf-8"),
+                      state="skipped" if reason else "received", reason=reason,
+                      next_attempt_at=now, created_at=now, updated_at=now)
+        with self.engine.begin() as conn:
+            pk = _insert_ignore(conn, values)
+            outcome = "duplicate" if pk is None else ("skipped" if reason else "queued")
+            conn.execute(db.deliveries.insert().values(
+                store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
+                external_order_id=order.external_id[:100], outcome=outcome,
+                body_sha256=_sha256(body), received_at=now))
+            if pk is not None:
+                _event(conn, pk, now, "received", f"order #{order.number} {order.total} "
+                       f"{order.currency} ({order.status})")
+                if reason:
+                    _event(conn, pk, now, "skipped", reason)
+        if outcome == "queued":
+            self.schedule(pk, 0.0)
+        logger.info("order %s of store %s: %s", order.external_id, record.id, outcome,
+                    extra={"store_id": record.id, "order_id": order.external_id})
+        return Accepted(outcome, pk, reason)
+
+    def record_ignored(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.deliveries.insert().values(
+                store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
+                outcome="ignored", body_sha256=_sha256(body), received_at=self.clock()))
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def process_order(self, pk: int) -> str:
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        row = self._claim(pk, owner)
+        if row is None:
+            return "not-claimed"
+        retry_delay: float | None = None
+        try:
+            record = self.registry.find(row.store_id)
+            if record is None:
+                self._update(pk, state="failed", reason="the store was removed from the bridge")
+                return "failed"
+            store = adapter_for(record, timeout=(self.settings.store_connect_timeout,
+                                                 self.settings.store_read_timeout))
+            if row.state in ("received", "retrying"):
+                row = self._invoice(row, record, store)
+            if row.state != "parked" and (row.note_state in NOTE_OPEN or
+                                          (row.state == "invoiced" and not row.meta_written)):
+                row = self._write_back(row, store)
+            return row.state
+        except BridgeError as exc:
+            retry_delay = self._after_error(self._row(pk), exc)
+            return "retrying" if retry_delay is not None else "parked"
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the order: retry, then park
+            logger.exception("unexpected error processing order row %s", pk)
+            retry_delay = self._after_error(self._row(pk), exc)
+            return "retrying" if retry_delay is not None else "parked"
+        finally:
+            self._release(pk, owner)
+            if retry_delay is not None:
+                self.schedule(pk, retry_delay)
+
+    def sweep(self) -> int:
+        """Queue every order that needs work and that no worker holds: nothing is left behind
+        when a queued job was lost (a crash, a flushed Redis) or a retry was never scheduled."""
+        now = self.clock()
+        due = now - self.settings.sweep_grace_seconds
+        o = db.orders.c
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                sa.select(o.id).where(_needs_work(), o.next_attempt_at <= due,
+                                      sa.or_(o.lease_expires.is_(None), o.lease_expires < now))
+                .order_by(o.next_attempt_at).limit(1000)).scalars().all()
+        for pk in ids:
+            self.schedule(pk, 0.0)
+        return len(ids)
+
+    def retry(self, pk: int) -> None:
+        """Operator's "try again now" for a parked or failed order."""
+        row = self._row(pk)
+        if row is None:
+            raise InvalidPayloadError(f"no order row {pk}")
+        state = row.state
+        if state in ("parked", "failed"):
+            state = "invoiced" if row.invoice_url else "retrying"
+        with self.engine.begin() as conn:
+            if state == "retrying":
+                # A permanent UPay error is final for that attempt only; a new try needs a new id.
+                conn.execute(db.attempts.update().where(
+                    db.attempts.c.order_id == pk, db.attempts.c.state == "failed")
+                    .values(state="unknown", updated_at=self.clock()))
+            conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
+                state=state, retries=0, next_attempt_at=self.clock(), lease_expires=None,
+                lease_owner=None, updated_at=self.clock()))
+            _event(conn, pk, self.clock(), "retry", "retry requested by the operator")
+        self.schedule(pk, 0.0)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _invoice(self, row: Any, record: StoreRecord, store: Store) -> Any:
+        pk = row.id
+        order = store.parse_order(row.payload)
+        options = InvoiceOptions(notification_type=record.settings.notification_type,
+                                 language=record.settings.language, plugin_src=store.plugin_src)
+        blockers = invoice_blockers(order, options)
+        if blockers:
+            reason = ", ".join(b.value for b in blockers)
+            self._update(pk, state="not_invoiceable", reason=reason, note_state="pending",
+                         note_text=not_invoiceable_note(blockers, record.settings.language),
+                         note_customer=False, event=("not_invoiceable", reason))
+            return self._row(pk)
+        attempt = self._start_attempt(pk, record.id, order.external_id)
+        request = invoice_request_from_order(
+            order, upay_order_id=attempt.upay_order_id, reference_id=reference_id_for(order.number),
+            options=options, urls=callback_urls(self.settings.public_url, record.id,
+                                                attempt.upay_order_id))
+        try:
+            invoice = self._client(record).create_invoice(request)
+        except UPayError as exc:
+            now = self.clock()
+            if exc.transient:
+                state = "unknown" if exc.outcome_unknown else "not_sent"
+                self._set_attempt(attempt.id, state=state, error=str(exc))
+                raise
+            self._set_attempt(attempt.id, state="failed", error=str(exc))
+            logger.warning("UPay refused the invoice for order %s of store %s: %s",
+                           order.external_id, record.id, exc,
+                           extra={"store_id": record.id, "order_id": order.external_id})
+            self._update(pk, state="failed", reason=str(exc), last_error=str(exc),
+                         note_state="pending", note_customer=False,
+                         note_text=invoice_failed_note(str(exc), record.settings.language),
+                         event=("upay_refused", str(exc)), now=now)
+            return self._row(pk)
+        with self.engine.begin() as conn:
+            now = self.clock()
+            conn.execute(db.attempts.update().where(db.attempts.c.id == attempt.id).values(
+                state="created", invoice_id=invoice.invoice_id[:100], invoice_url=invoice.url[:500],
+                updated_at=now))
+            conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
+                state="invoiced", invoice_id=invoice.invoice_id[:100], invoice_url=invoice.url[:500],
+                upay_order_id=attempt.upay_order_id, retries=0, last_error="",
+                note_state="pending", note_customer=record.settings.customer_note,
+                note_text=payment_link_note(invoice.url, quantize(order.total, order.currency), order.currency,
+                                            record.settings.language),
+                updated_at=now))
+            _event(conn, pk, now, "invoice_created",
+                   f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
+        logger.info("invoice %s created for order %s of store %s", invoice.invoice_id,
+                    order.external_id, record.id,
+                    extra={"store_id": record.id, "order_id": order.external_id})
+        return self._row(pk)
+
+    def _write_back(self, row: Any, store: Store) -> Any:
+        pk, ext = row.id, row.external_id
+        if row.state == "invoiced" and not row.meta_written:
+            store.write_invoice_meta(ext, {META_INVOICE_ID: row.invoice_id or "",
+                                           META_INVOICE_URL: row.invoice_url or "",
+                                           META_UPAY_ORDER_ID: row.upay_order_id or ""})
+            self._update(pk, meta_written=True, event=("meta_written", "invoice id and URL "
+                                                        "saved in the order's meta data"))
+        if row.note_state == "sending":
+            # The last POST may have created the note before its answer was lost.
+            found = store.find_note(ext, row.invoice_url or row.note_text)
+            if found is not None:
+                self._update(pk, note_state="written", note_id=found[:40],
+                             event=("note_found", f"note {found} was already on the order"))
+        row = self._row(pk)
+        if row.note_state in NOTE_OPEN:
+            self._update(pk, note_state="sending")
+            note_id = store.add_note(ext, row.note_text, customer_note=row.note_customer)
+            kind = "customer note" if row.note_customer else "private note"
+            self._update(pk, note_state="written", note_id=note_id[:40],
+                         event=("note_written", f"{kind} {note_id}: {row.note_text}"))
+        row = self._row(pk)
+        if row.state == "invoiced" and row.meta_written and row.note_state == "written":
+            self._update(pk, state="done", retries=0, last_error="")
+        return self._row(pk)
+
+    def _after_error(self, row: Any, exc: BaseException) -> float | None:
+        """Record a failed step; return the delay before the next try, or None when parked."""
+        if row is None:
+            return None
+        pk = row.id
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, OrderNotFoundError):
+            self._update(pk, state="failed", reason=message, last_error=message,
+                         note_state="none" if row.note_state in NOTE_OPEN else row.note_state,
+                         event=("store_error", message))
+            return None
+        transient = getattr(exc, "transient", False) or isinstance(exc, StoreAuthError) \
+            or not isinstance(exc, BridgeError)
+        retries = row.retries + 1
+        if not transient or retries > self.settings.max_retries:
+            why = message if not transient else f"gave up after {row.retries} retries: {message}"
+            logger.error("order %s of store %s parked: %s", row.external_id, row.store_id, why,
+                         extra={"store_id": row.store_id, "order_id": row.external_id})
+            self._update(pk, state="parked", reason=why, last_error=message,
+                         event=("parked", why))
+            return None
+        delay = self._backoff(retries)
+        if isinstance(exc, UPayRateLimitError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)
+        state = "retrying" if row.state == "received" else row.state
+        where = "UPay" if isinstance(exc, UPayError) else ("the store" if isinstance(exc, StoreError)
+                                                           else "the bridge")
+        logger.warning("order %s of store %s: %s failed (%s); retry %d in %.1fs", row.external_id,
+                       row.store_id, where, message, retries, delay,
+                       extra={"store_id": row.store_id, "order_id": row.external_id})
+        self._update(pk, state=state, retries=retries, last_error=message,
+                     next_attempt_at=self.clock() + delay,
+                     event=("retry_scheduled", f"{where}: {message}; retry {retries} in {delay:.0f}s"))
+        return delay
+
+    def _backoff(self, retries: int) -> float:
+        # Exponential backoff with jitter: half fixed, half random, so a burst of orders that
+        # failed together (UPay down) does not come back together.
+        ceiling = min(self.settings.retry_max_seconds,
+                      self.settings.retry_base_seconds * (2 ** (retries - 1)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    def _start_attempt(self, pk: int, store_id: str, external_id: str) -> Any:
+        a = db.attempts.c
+        with self.engine.begin() as conn:
+            now = self.clock()
+            last = conn.execute(sa.select(db.attempts).where(a.order_id == pk)
+                                .order_by(a.number.desc()).limit(1)).first()
+            if last is not None and last.state == "not_sent":
+                conn.execute(db.attempts.update().where(a.id == last.id)
+                             .values(state="sending", updated_at=now))
+                return conn.execute(sa.select(db.attempts).where(a.id == last.id)).first()
+            if last is not None and last.state == "sending":
+                # The worker holding this attempt stopped while its POST was in flight.
+                conn.execute(db.attempts.update().where(a.id == last.id).values(
+                    state="unknown", error="the worker stopped during the request",
+                    updated_at=now))
+            if last is not None and last.state in ("sending", "unknown"):
+                _event(conn, pk, now, "superseded",
+                       f"attempt {last.upay_order_id} has an unknown outcome; a new order id is "
+                       "used, and a payment on the old one still counts for this order")
+            number = 1 if last is None else last.number + 1
+            upay_order_id = upay_order_id_for(store_id, external_id, number)
+            conn.execute(db.attempts.insert().values(
+                order_id=pk, number=number, upay_order_id=upay_order_id, state="sending",
+                created_at=now, updated_at=now))
+            _event(conn, pk, now, "attempt", f"creating invoice with order id {upay_order_id}")
+            return conn.execute(sa.select(db.attempts).where(a.upay_order_id == upay_order_id)).first()
+
+    def _set_attempt(self, attempt_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.attempts.update().where(db.attempts.c.id == attempt_id)
+                         .values(updated_at=self.clock(), **values))
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _client(self, record: StoreRecord) -> UPayClient:
+        key = (record.id, record.updated_at)
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                base = (self.settings.upay_sandbox_url if record.upay_sandbox
+                        else self.settings.upay_production_url)
+                client = UPayClient(record.secrets["upay_api_key"], base_url=base,
+                                    timeout=(self.settings.upay_connect_timeout,
+                                             self.settings.upay_read_timeout))
+                self._clients[key] = client
+            return client
+
+    def _claim(self, pk: int, owner: str) -> Any:
+        now = self.clock()
+        o = db.orders.c
+        with self.engine.begin() as conn:
+            result = conn.execute(db.orders.update().where(
+                o.id == pk, _needs_work(), o.next_attempt_at <= now + 2,
+                sa.or_(o.lease_expires.is_(None), o.lease_expires < now),
+            ).values(lease_owner=owner, lease_expires=now + self.settings.lease_seconds))
+            if result.rowcount != 1:
+                return None
+            return conn.execute(sa.select(db.orders).where(o.id == pk)).first()
+
+    def _release(self, pk: int, owner: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.orders.update().where(db.orders.c.id == pk,
+                                                  db.orders.c.lease_owner == owner)
+                         .values(lease_owner=None, lease_expires=None))
+
+    def _row(self, pk: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db.orders).where(db.orders.c.id == pk)).first()
+
+    def _update(self, pk: int, *, event: tuple[str, str] | None = None, now: float | None = None,
+                **values: Any) -> None:
+        now = self.clock() if now is None else now
+        with self.engine.begin() as conn:
+            conn.execute(db.orders.update().where(db.orders.c.id == pk)
+                         .values(updated_at=now, **values))
+            if event:
+                _event(conn, pk, now, *event)
+
+
+def _needs_work() -> Any:
+    o = db.orders.c
+    return sa.and_(o.state != "parked",
+                   sa.or_(o.state.in_(WORK_STATES), o.note_state.in_(NOTE_OPEN)))
+
+
+def _insert_ignore(conn: Connection, values: dict[str, Any]) -> int | None:
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = (dialect.insert(db.orders).values(**values)
+            .on_conflict_do_nothing(index_elements=["store_id", "external_id"])
+            .returning(db.orders.c.id))
+    return conn.execute(stmt).scalar()
+
+
+def _event(conn: Connection, pk: int, at: float, kind: str, message: str) -> None:
+    conn.execute(db.events.insert().values(order_id=pk, at=at, kind=kind[:30],
+                                           message=message[:2000]))
+
+
+def _sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def order_events(engine: Engine, pk: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.events).where(db.events.c.order_id == pk)
+                            .order_by(db.events.c.id)).all()
+    return [dict(at=r.at, kind=r.kind, message=r.message) for r in rows]
+
+
+def order_attempts(engine: Engine, pk: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.attempts).where(db.attempts.c.order_id == pk)
+                            .order_by(db.attempts.c.number)).all()
+    return [dict(number=r.number, upay_order_id=r.upay_order_id, state=r.state,
+                 invoice_id=r.invoice_id, invoice_url=r.invoice_url, error=r.error) for r in rows]
+

@@ -1,0 +1,71 @@
+"""The durable job queue: Huey, on SQLite by default and on Redis for several machines.
+
+The database, not the queue, is the record of what must be done: a job only says "look at order
+row N now". A job lost with a crashed machine or a flushed Redis is found again by the periodic
+``sweep``, and a job run twice is harmless because ``process_order`` takes a lease on the row.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
+
+from .pipeline import Pipeline
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "upay-bridge"
+
+
+def make_huey(queue_url: str, *, immediate: bool = False) -> Huey:
+    if immediate or queue_url == "memory://":
+        return MemoryHuey(QUEUE_NAME, results=False, immediate=immediate, utc=True)
+    if queue_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisHuey(QUEUE_NAME, url=queue_url, results=False, utc=True, blocking=True)
+    if queue_url.startswith("sqlite:///"):
+        path = Path(queue_url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, utc=True,
+                          timeout=30)
+    raise ValueError(f"unsupported UPAY_BRIDGE_QUEUE_URL {queue_url!r} "
+                     "(use sqlite:///path, redis://host:port/db or memory://)")
+
+
+class Jobs:
+    """The bridge's tasks, bound to one pipeline."""
+
+    def __init__(self, huey: Huey, pipeline: Pipeline) -> None:
+        self.huey = huey
+
+        @huey.task(name="process_order")
+        def process_order(pk: int) -> str:
+            return pipeline.process_order(pk)
+
+        @huey.periodic_task(crontab(minute="*"), name="sweep")
+        def sweep() -> int:
+            return pipeline.sweep()
+
+        self._process_order = process_order
+        pipeline.schedule = self.enqueue
+
+    def enqueue(self, pk: int, delay: float = 0.0) -> None:
+        try:
+            if delay > 0:
+                self._process_order.schedule(args=(pk,), delay=delay)
+            else:
+                self._process_order(pk)
+        except Exception:  # noqa: BLE001 - the order is already stored; the sweep will queue it
+            logger.exception("could not queue order row %s; the periodic sweep will pick it up", pk)
+
+    def consumer(self, workers: int) -> Any:
+        # Threads, not processes: the work is waiting on UPay and the store. A short maximum
+        # polling delay keeps an idle SQLite queue responsive (Redis blocks on the list instead).
+        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
+                                         initial_delay=0.05, backoff=1.5, max_delay=0.5,
+                                         scheduler_interval=1, check_worker_health=True)
+
+    def depth(self) -> int:
+        return int(self.huey.pending_count())

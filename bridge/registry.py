@@ -1,0 +1,183 @@
+"""The stores the bridge serves: their settings, and their secrets encrypted at rest."""
+
+from __future__ import annotations
+
+import json
+import secrets as pysecrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from . import db
+from .crypto import SecretBox
+from .errors import ConfigError, UnknownStoreError
+from .models import Language, NotificationType
+
+# The secrets each kind of store needs; all are encrypted together in one column.
+REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
+    "woocommerce": ("consumer_key", "consumer_secret", "webhook_secret", "upay_api_key"),
+}
+WOOCOMMERCE_STATUSES = ("pending", "on-hold", "failed", "processing", "completed", "cancelled",
+                        "refunded")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    notification_type: NotificationType = NotificationType.LINK
+    language: Language = Language.EN
+    customer_note: bool = True  # a customer note makes WooCommerce e-mail the link
+    payment_methods: tuple[str, ...] = ()  # empty: every payment method
+    statuses: tuple[str, ...] = ("pending", "on-hold")
+    currencies: tuple[str, ...] = ()  # empty: every currency UPay supports
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["notification_type"] = self.notification_type.value
+        data["language"] = self.language.value
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> "StoreSettings":
+        try:
+            return cls(
+                notification_type=NotificationType(data.get("notification_type", "link")),
+                language=Language(str(data.get("language", "en")).lower()),
+                customer_note=bool(data.get("customer_note", True)),
+                payment_methods=tuple(str(x) for x in data.get("payment_methods", ()) if x),
+                statuses=tuple(str(x) for x in data.get("statuses", ("pending", "on-hold")) if x),
+                currencies=tuple(str(x).upper() for x in data.get("currencies", ()) if x),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"invalid store setting: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class StoreRecord:
+    id: str
+    kind: str
+    name: str
+    url: str
+    upay_sandbox: bool
+    settings: StoreSettings
+    secrets: Mapping[str, str] = field(repr=False)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything but the secrets, which are shown as masked hints only."""
+        return {
+            "id": self.id, "kind": self.kind, "name": self.name, "url": self.url,
+            "upay_sandbox": self.upay_sandbox,
+            "settings": json.loads(self.settings.to_json()),
+            "secrets": {k: mask(v) for k, v in sorted(self.secrets.items())},
+            "created_at": self.created_at,
+        }
+
+
+def mask(secret: str) -> str:
+    if len(secret) <= 8:
+        return "•" * len(secret)
+    return "•" * 8 + secret[-4:]
+
+
+def new_store_id() -> str:
+    alphabet = "abcdefghijkmnopqrstuvwxyz23456789"
+    return "s" + "".join(pysecrets.choice(alphabet) for _ in range(9))
+
+
+def validate_store_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"store URL must be an http(s) URL, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("store URL must not have a query string or fragment")
+    # The woocommerce package picks Basic auth with a case-sensitive "https" prefix test
+    # (woocommerce.md §5.2): store the scheme in lower case.
+    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+class StoreRegistry:
+    def __init__(self, engine: Engine, box: SecretBox) -> None:
+        self._engine = engine
+        self._box = box
+
+    def add(self, kind: str, url: str, secrets: Mapping[str, str], *, name: str = "",
+            upay_sandbox: bool = False, settings: StoreSettings | None = None) -> StoreRecord:
+        if kind not in REQUIRED_SECRETS:
+            raise ConfigError(f"unknown store kind {kind!r}; known: {', '.join(REQUIRED_SECRETS)}")
+        missing = [k for k in REQUIRED_SECRETS[kind] if not secrets.get(k)]
+        if missing:
+            raise ConfigError(f"missing secrets: {', '.join(missing)}")
+        settings = settings or StoreSettings()
+        if kind == "woocommerce":
+            bad = [s for s in settings.statuses if s not in WOOCOMMERCE_STATUSES]
+            if bad:
+                raise ConfigError(f"unknown order status: {', '.join(bad)}")
+        now = time.time()
+        record = StoreRecord(id=new_store_id(), kind=kind, name=name[:200], url=validate_store_url(url),
+                             upay_sandbox=upay_sandbox, settings=settings,
+                             secrets={k: str(v) for k, v in secrets.items() if v},
+                             created_at=now, updated_at=now)
+        with self._engine.begin() as conn:
+            conn.execute(db.stores.insert().values(
+                id=record.id, kind=kind, name=record.name, url=record.url,
+                upay_sandbox=upay_sandbox, settings=settings.to_json(),
+                secrets=self._box.encrypt(json.dumps(dict(record.secrets))),
+                created_at=now, updated_at=now))
+        return record
+
+    def get(self, store_id: str) -> StoreRecord:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)).first()
+        if row is None:
+            raise UnknownStoreError(f"no store with id {store_id!r}")
+        return self._record(row)
+
+    def find(self, store_id: str) -> StoreRecord | None:
+        try:
+            return self.get(store_id)
+        except UnknownStoreError:
+            return None
+
+    def list(self) -> list[StoreRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(db.stores).order_by(db.stores.c.created_at)).all()
+        return [self._record(r) for r in rows]
+
+    def remove(self, store_id: str) -> None:
+        with self._engine.begin() as conn:
+            # Child rows first: SQLite enforces ON DELETE CASCADE only with foreign_keys on.
+            order_ids = sa.select(db.orders.c.id).where(db.orders.c.store_id == store_id)
+            conn.execute(db.events.delete().where(db.events.c.order_id.in_(order_ids)))
+            conn.execute(db.attempts.delete().where(db.attempts.c.order_id.in_(order_ids)))
+            conn.execute(db.orders.delete().where(db.orders.c.store_id == store_id))
+            conn.execute(db.deliveries.delete().where(db.deliveries.c.store_id == store_id))
+            conn.execute(db.notifications.delete().where(db.notifications.c.store_id == store_id))
+            result = conn.execute(db.stores.delete().where(db.stores.c.id == store_id))
+        if result.rowcount == 0:
+            raise UnknownStoreError(f"no store with id {store_id!r}")
+
+    def update(self, store_id: str, *, settings: StoreSettings | None = None,
+               secrets: Mapping[str, str] | None = None) -> StoreRecord:
+        record = self.get(store_id)
+        merged = dict(record.secrets)
+        merged.update({k: v for k, v in (secrets or {}).items() if v})
+        record = replace(record, settings=settings or record.settings, secrets=merged,
+                         updated_at=time.time())
+        with self._engine.begin() as conn:
+            conn.execute(db.stores.update().where(db.stores.c.id == store_id).values(
+                settings=record.settings.to_json(),
+                secrets=self._box.encrypt(json.dumps(merged)), updated_at=record.updated_at))
+        return record
+
+    def _record(self, row: Any) -> StoreRecord:
+        return StoreRecord(
+            id=row.id, kind=row.kind, name=row.name, url=row.url,
+            upay_sandbox=bool(row.upay_sandbox),
+            settings=StoreSettings.from_mapping(json.loads(row.settings or "{}")),
+            secrets=json.loads(self._box.decrypt(row.secrets)),
+            created_at=row.created_at, updated_at=row.updated_at)

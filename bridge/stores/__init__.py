@@ -1,0 +1,51 @@
+"""Store adapters: one small interface that every store platform implements.
+
+The pipeline talks to a store only through :class:`Store`; adding a platform means adding an
+adapter module and one entry in ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol
+
+from ..models import Order
+
+if TYPE_CHECKING:  # the registry pulls in SQLAlchemy; the payload parsers must stay light
+    from ..registry import StoreRecord
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    topic: str
+    delivery_id: str
+    order: Order | None  # None for topics the bridge ignores
+
+
+class Store(Protocol):
+    kind: str
+    plugin_src: str  # UPay's plugin.src for orders from this platform
+
+    def is_ping(self, headers: Mapping[str, str], body: bytes) -> bool: ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> None: ...
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent: ...
+
+    def parse_order(self, body: bytes | str) -> Order: ...
+
+    def write_invoice_meta(self, order_id: str, meta: Mapping[str, str]) -> None: ...
+
+    def add_note(self, order_id: str, text: str, *, customer_note: bool) -> str: ...
+
+    def find_note(self, order_id: str, contains: str) -> str | None: ...
+
+
+StoreFactory = Callable[..., Store]
+
+
+def adapter_for(record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Store:
+    from .woocommerce import WooCommerceStore
+
+    adapters: dict[str, StoreFactory] = {"woocommerce": WooCommerceStore}
+    return adapters[record.kind](record, timeout=timeout)

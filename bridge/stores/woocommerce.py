@@ -1,0 +1,151 @@
+"""WooCommerce: signed webhooks in, REST API v3 (through the ``woocommerce`` package) out.
+
+The package returns raw ``requests`` responses and never raises on 4xx/5xx (woocommerce.md §5),
+so every call goes through ``_call``, which checks the status and maps WooCommerce's error codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import logging
+import re
+from typing import Any, Mapping
+
+import requests
+import simplejson
+from woocommerce import API
+
+from ..errors import (MalformedBodyError, OrderNotFoundError, SignatureError, StoreAuthError,
+                      StoreConnectionError, StoreResponseError, StoreServerError)
+from ..models import Order
+from ..registry import StoreRecord
+from . import WebhookEvent
+from .woocommerce_payload import order_from_woocommerce
+
+logger = logging.getLogger(__name__)
+
+ORDER_CREATED = "order.created"
+META_INVOICE_ID = "upay_invoice_id"
+META_INVOICE_URL = "upay_invoice_url"
+META_UPAY_ORDER_ID = "upay_order_id"
+_PING = re.compile(rb"^webhook_id=\d+$")
+
+
+def webhook_signature(body: bytes, secret: str) -> str:
+    """WooCommerce's ``X-WC-Webhook-Signature``: base64 of the raw HMAC-SHA256 of the body.
+
+    WooCommerce runs the secret through ``wp_specialchars_decode(…, ENT_QUOTES)`` before
+    signing (woocommerce.md §1.3), so an entity typed into the admin form signs as its character.
+    """
+    key = html.unescape(secret) if "&" in secret else secret
+    digest = hmac.new(key.encode("utf-8"), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+class WooCommerceStore:
+    kind = "woocommerce"
+    plugin_src = "woocommerce"
+
+    def __init__(self, record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
+        self.record = record
+        self._api = API(url=record.url, consumer_key=record.secrets["consumer_key"],
+                        consumer_secret=record.secrets["consumer_secret"], version="wc/v3",
+                        timeout=timeout, user_agent="upay-bridge (WooCommerce REST client)")
+
+    # -- webhooks in ---------------------------------------------------------------------------
+
+    def is_ping(self, headers: Mapping[str, str], body: bytes) -> bool:
+        # The activation ping is unsigned, carries no X-WC headers, and must get exactly 200
+        # (woocommerce.md §1.5); anything else here is a delivery and must be signed.
+        return "X-WC-Webhook-Topic" not in headers and bool(_PING.match(body.strip()))
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> None:
+        given = headers.get("X-WC-Webhook-Signature", "")
+        if not given:
+            raise SignatureError("missing X-WC-Webhook-Signature")
+        expected = webhook_signature(body, self.record.secrets["webhook_secret"])
+        if not hmac.compare_digest(expected.encode("ascii"), given.strip().encode("utf-8", "replace")):
+            raise SignatureError("X-WC-Webhook-Signature does not match the body")
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        topic = headers.get("X-WC-Webhook-Topic", "")
+        delivery_id = headers.get("X-WC-Webhook-Delivery-ID", "")[:64]
+        if topic != ORDER_CREATED:
+            return WebhookEvent(topic=topic[:60], delivery_id=delivery_id, order=None)
+        return WebhookEvent(topic=topic, delivery_id=delivery_id, order=self.parse_order(body))
+
+    def parse_order(self, body: bytes | str) -> Order:
+        try:
+            payload = simplejson.loads(body, use_decimal=True)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
+        return order_from_woocommerce(payload)
+
+    # -- REST API out --------------------------------------------------------------------------
+
+    def get_order(self, order_id: str) -> dict[str, Any]:
+        return self._call("get", f"orders/{int(order_id)}")
+
+    def write_invoice_meta(self, order_id: str, meta: Mapping[str, str]) -> None:
+        # PUT with meta keys only: WooCommerce updates an existing key or adds it, so sending the
+        # same meta twice is harmless (woocommerce.md §3.2).
+        data = {"meta_data": [{"key": k, "value": v} for k, v in meta.items()]}
+        self._call("put", f"orders/{int(order_id)}", data)
+
+    def add_note(self, order_id: str, text: str, *, customer_note: bool) -> str:
+        note = self._call("post", f"orders/{int(order_id)}/notes",
+                          {"note": text, "customer_note": bool(customer_note)})
+        return str(note.get("id", ""))
+
+    def find_note(self, order_id: str, contains: str) -> str | None:
+        notes = self._call("get", f"orders/{int(order_id)}/notes", params={"type": "any"})
+        for note in notes if isinstance(notes, list) else []:
+            if isinstance(note, dict) and contains in str(note.get("note", "")):
+                return str(note.get("id", ""))
+        return None
+
+    def _call(self, method: str, endpoint: str, data: Any = None,
+              params: Mapping[str, str] | None = None) -> Any:
+        try:
+            if method in ("post", "put"):
+                resp = getattr(self._api, method)(endpoint, data)
+            else:
+                resp = getattr(self._api, method)(endpoint, params=dict(params or {}))
+        except requests.exceptions.ConnectTimeout:
+            raise StoreConnectionError("could not connect to the store (timeout)") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise StoreConnectionError(f"could not reach the store: {type(exc).__name__}") from None
+        except requests.exceptions.Timeout:
+            raise StoreConnectionError("the store did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            raise StoreConnectionError(f"request to the store failed: {type(exc).__name__}") from None
+        return _checked(resp)
+
+
+def _checked(resp: requests.Response) -> Any:
+    status = resp.status_code
+    try:
+        body = simplejson.loads(resp.text, use_decimal=True)
+    except ValueError:
+        body = None
+    if 200 <= status < 300 and body is not None:
+        return body
+    code = body.get("code", "") if isinstance(body, dict) else ""
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    if body is None:
+        # An HTML page: a maintenance page, a WAF or a caching plugin (woocommerce.md §3.4).
+        raise StoreServerError(f"the store answered HTTP {status} with a page that is not JSON",
+                               status)
+    if status >= 500:
+        raise StoreServerError(f"the store failed (HTTP {status} {code}): {message}", status, code)
+    if status in (401, 403):
+        raise StoreAuthError(f"the store refused the API keys (HTTP {status} {code}): {message}",
+                             status, code)
+    if code in ("woocommerce_rest_shop_order_invalid_id", "woocommerce_rest_order_invalid_id"):
+        raise OrderNotFoundError(f"the order does not exist at the store ({code})", status, code)
+    raise StoreResponseError(f"the store rejected the request (HTTP {status} {code}): {message}",
+                             status, code)
+

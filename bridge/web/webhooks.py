@@ -1,0 +1,49 @@
+"""Store webhooks: verify, record, answer 200. Invoices are made by workers, never here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from ..app import error_response, runtime
+from ..errors import UnknownStoreError
+from ..stores import adapter_for
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+
+@bp.post("/<kind>/<store_id>")
+def receive(kind: str, store_id: str) -> Any:
+    rt = runtime()
+    record = rt.registry.find(store_id[:32])
+    if record is None or record.kind != kind:
+        raise UnknownStoreError(f"no {kind} store with id {store_id[:32]!r}")
+    body = request.get_data(cache=True)  # raw bytes: the signature covers exactly these
+    store = adapter_for(record)
+    if store.is_ping(request.headers, body):
+        # WooCommerce activates the webhook only on exactly 200 (woocommerce.md §1.5).
+        return jsonify({"ok": True, "ping": True}), 200
+    try:
+        store.verify_webhook(request.headers, body)
+    except Exception:
+        logger.warning("webhook for store %s rejected: bad signature", record.id,
+                       extra={"store_id": record.id, "remote_addr": request.remote_addr})
+        raise
+    event = store.parse_webhook(request.headers, body)
+    if event.order is None:
+        rt.pipeline.record_ignored(record, event, body)
+        return jsonify({"ok": True, "ignored": event.topic or "no topic"}), 200
+    accepted = rt.pipeline.accept(record, event, body)
+    result: dict[str, Any] = {"ok": True, "order": accepted.outcome}
+    if accepted.reason:
+        result["reason"] = accepted.reason
+    return jsonify(result), 200
+
+
+@bp.route("/<kind>/<store_id>", methods=["GET", "PUT", "PATCH", "DELETE"])
+def wrong_method(kind: str, store_id: str) -> Any:
+    return error_response(405, "method_not_allowed", "webhooks are delivered with POST")

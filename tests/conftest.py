@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from bridge import db
+from bridge.app import create_app
+from bridge.config import load_settings
+from bridge.crypto import generate_key
+from bridge.fakes.lazy import AppSlot
+from bridge.fakes.server import ServedApp, serve_wsgi
+from bridge.fakes.upay import FakeUPay
+from bridge.fakes.woocommerce import FakeWooCommerce
+from bridge.registry import StoreRecord, StoreSettings
+from bridge.runtime import Runtime, bootstrap
+
+UPAY_KEY = "upay-key-9f2c81d7e4"
+WEBHOOK_SECRET = "whsec-4b1d7e29c0aa57f3"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+@dataclass
+class Bridge:
+    runtime: Runtime
+    served: ServedApp
+    url: str
+    consumer: Any = None
+
+    def start_worker(self, workers: int = 4) -> None:
+        if self.consumer is None:
+            self.consumer = self.runtime.jobs.consumer(workers)
+            self.consumer.start()
+
+    def stop_worker(self) -> None:
+        if self.consumer is not None:
+            self.consumer.stop(graceful=True)
+            self.consumer = None
+
+    def orders(self) -> list[Any]:
+        with self.runtime.engine.connect() as conn:
+            return conn.execute(sa.select(db.orders).order_by(db.orders.c.id)).all()
+
+    def order(self, external_id: Any) -> Any:
+        with self.runtime.engine.connect() as conn:
+            return conn.execute(sa.select(db.orders).where(
+                db.orders.c.external_id == str(external_id))).first()
+
+    def attempts(self, pk: int) -> list[Any]:
+        with self.runtime.engine.connect() as conn:
+            return conn.execute(sa.select(db.attempts).where(db.attempts.c.order_id == pk)
+                                .order_by(db.attempts.c.number)).all()
+
+    def count(self, table: sa.Table) -> int:
+        with self.runtime.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+    def wait_state(self, external_id: Any, *states: str, timeout: float = 15.0) -> Any:
+        return wait_for(lambda: (r := self.order(external_id)) is not None and r.state in states
+                        and r.lease_owner is None and r, timeout)
+
+    def webhook_url(self, record: StoreRecord) -> str:
+        return f"{self.url}/webhooks/{record.kind}/{record.id}"
+
+
+@pytest.fixture
+def fake_upay() -> Iterator[FakeUPay]:
+    fake = FakeUPay(valid_keys=("jtest123", UPAY_KEY))
+    served = fake.serve()
+    fake.url = served.url  # type: ignore[attr-defined]
+    yield fake
+    served.shutdown()
+
+
+@pytest.fixture
+def fake_wc() -> Iterator[FakeWooCommerce]:
+    fake = FakeWooCommerce(decimals=3, currency="KWD")
+    fake.delivery_timeout = 10
+    served = fake.serve()
+    yield fake
+    served.shutdown()
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, fake_upay: FakeUPay) -> Callable[..., Any]:
+    def make(**overrides: Any) -> Any:
+        base = dict(
+            data_dir=tmp_path / "data",
+            upay_sandbox_url=f"{fake_upay.url}/api/v1/",  # type: ignore[attr-defined]
+            upay_production_url=f"{fake_upay.url}/api/v1/",  # type: ignore[attr-defined]
+            secret_keys=(generate_key(),),
+            upay_read_timeout=2.0, store_read_timeout=2.0,
+            retry_base_seconds=0.05, retry_max_seconds=0.2, lease_seconds=30.0,
+            sweep_grace_seconds=0.0, max_retries=6,
+        )
+        base.update(overrides)
+        data_dir = base.pop("data_dir")
+        settings = load_settings({}, data_dir=data_dir)
+        settings = settings.with_overrides(
+            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+            queue_url=f"sqlite:///{data_dir / 'queue.db'}", **base)
+        return settings
+    return make
+
+
+@pytest.fixture
+def bridge_factory(settings_factory: Callable[..., Any]) -> Iterator[Callable[..., Bridge]]:
+    made: list[Bridge] = []
+
+    def make(worker: bool = True, **overrides: Any) -> Bridge:
+        slot = AppSlot()
+        served = serve_wsgi(slot)
+        settings = settings_factory(public_url=served.url, **overrides)
+        rt = bootstrap(settings)
+        slot.app = create_app(rt)
+        bridge = Bridge(rt, served, served.url)
+        made.append(bridge)
+        if worker:
+            bridge.start_worker()
+        return bridge
+
+    yield make
+    for bridge in made:
+        bridge.stop_worker()
+        bridge.served.shutdown()
+        bridge.runtime.close()
+
+
+@pytest.fixture
+def bridge(bridge_factory: Callable[..., Bridge]) -> Bridge:
+    return bridge_factory()
+
+
+@pytest.fixture
+def connect_store(fake_wc: FakeWooCommerce) -> Callable[..., StoreRecord]:
+    """Register a fake WooCommerce store on a bridge and point a webhook at it."""
+
+    def connect(bridge: Bridge, *, webhook: bool = True, **settings: Any) -> StoreRecord:
+        ck, cs = fake_wc.add_api_key("read_write")
+        record = bridge.runtime.registry.add(
+            "woocommerce", fake_wc.base_url,
+            {"consumer_key": ck, "consumer_secret": cs, "webhook_secret": WEBHOOK_SECRET,
+             "upay_api_key": UPAY_KEY},
+            name="Test shop", upay_sandbox=True, settings=StoreSettings(**settings))
+        if webhook:
+            fake_wc.add_webhook("order.created", bridge.webhook_url(record), WEBHOOK_SECRET)
+        return record
+
+    return connect
