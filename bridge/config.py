@@ -25,6 +25,7 @@ class Settings:
     database_url: str
     queue_url: str
     public_url: str
+    queue_name: str = "upay-bridge"
     upay_sandbox_url: str = DEFAULT_UPAY_SANDBOX_URL
     upay_production_url: str = DEFAULT_UPAY_PRODUCTION_URL
     secret_keys: tuple[str, ...] = ()
@@ -67,6 +68,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         database_url=env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{data_dir / 'bridge.db'}",
         queue_url=env.get(PREFIX + "QUEUE_URL") or f"sqlite:///{data_dir / 'queue.db'}",
         public_url=(env.get(PREFIX + "PUBLIC_URL") or host_port).rstrip("/"),
+        queue_name=env.get(PREFIX + "QUEUE_NAME") or "upay-bridge",
         upay_sandbox_url=env.get(PREFIX + "UPAY_SANDBOX_URL") or DEFAULT_UPAY_SANDBOX_URL,
         upay_production_url=env.get(PREFIX + "UPAY_PRODUCTION_URL") or DEFAULT_UPAY_PRODUCTION_URL,
         secret_keys=keys,

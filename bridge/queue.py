@@ -17,19 +17,15 @@ from .pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-QUEUE_NAME = "upay-bridge"
-
-
-def make_huey(queue_url: str, *, immediate: bool = False) -> Huey:
+def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = False) -> Huey:
     if immediate or queue_url == "memory://":
-        return MemoryHuey(QUEUE_NAME, results=False, immediate=immediate, utc=True)
+        return MemoryHuey(name, results=False, immediate=immediate, utc=True)
     if queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(QUEUE_NAME, url=queue_url, results=False, utc=True, blocking=True)
+        return RedisHuey(name, url=queue_url, results=False, utc=True, blocking=True)
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, utc=True,
-                          timeout=30)
+        return SqliteHuey(name, filename=str(path), results=False, utc=True, timeout=30)
     raise ValueError(f"unsupported UPAY_BRIDGE_QUEUE_URL {queue_url!r} "
                      "(use sqlite:///path, redis://host:port/db or memory://)")
 

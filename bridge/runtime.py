@@ -45,5 +45,5 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True,
     box = SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))
     registry = StoreRegistry(engine, box)
     pipeline = Pipeline(engine, registry, settings)
-    jobs = Jobs(make_huey(settings.queue_url, immediate=immediate), pipeline)
+    jobs = Jobs(make_huey(settings.queue_url, name=settings.queue_name, immediate=immediate), pipeline)
     return Runtime(settings, engine, box, registry, pipeline, jobs)

@@ -23,7 +23,7 @@ UPAY_KEY = "upay-key-9f2c81d7e4"
 WEBHOOK_SECRET = "whsec-4b1d7e29c0aa57f3"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -69,7 +69,7 @@ class Bridge:
         with self.runtime.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
 
-    def wait_state(self, external_id: Any, *states: str, timeout: float = 15.0) -> Any:
+    def wait_state(self, external_id: Any, *states: str, timeout: float = 30.0) -> Any:
         return wait_for(lambda: (r := self.order(external_id)) is not None and r.state in states
                         and r.lease_owner is None and r, timeout)
 
@@ -107,13 +107,11 @@ def settings_factory(tmp_path: Path, fake_upay: FakeUPay) -> Callable[..., Any]:
             retry_base_seconds=0.05, retry_max_seconds=0.2, lease_seconds=30.0,
             sweep_grace_seconds=0.0, max_retries=6,
         )
+        data_dir = overrides.pop("data_dir", base.pop("data_dir"))
+        base.update(database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+                    queue_url=f"sqlite:///{data_dir / 'queue.db'}")
         base.update(overrides)
-        data_dir = base.pop("data_dir")
-        settings = load_settings({}, data_dir=data_dir)
-        settings = settings.with_overrides(
-            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
-            queue_url=f"sqlite:///{data_dir / 'queue.db'}", **base)
-        return settings
+        return load_settings({}, data_dir=data_dir).with_overrides(**base)
     return make
 
 

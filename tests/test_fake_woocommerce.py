@@ -175,7 +175,8 @@ def test_package_posts_and_lists_notes_and_customer_notes_are_emailed(fake: Fake
 
     assert private.status_code == public.status_code == 201
     note = public.json()
-    assert list(note) == ["id", "author", "date_created", "date_created_gmt", "note", "customer_note", "_links"]
+    assert list(note) == ["id", "author", "date_created", "date_created_gmt", "note", "customer_note",
+                          "_links"]
     assert note["author"] == "WooCommerce" and note["customer_note"] is True  # captured 7.9 author
     assert public.headers["Location"] == rest(fake, f"orders/{order['id']}/notes/{note['id']}")
     assert [n["id"] for n in listed.json()] == [note["id"], private.json()["id"]]  # newest first
@@ -212,7 +213,8 @@ def test_package_manages_webhooks_and_creation_pings_before_answering(
     assert [h["id"] for h in api.get("webhooks", params={"status": "paused"}).json()] == [hook["id"]]
     assert api.get("webhooks", params={"status": "active"}).json() == []
     no_force = api.delete(f"webhooks/{hook['id']}")
-    assert error(no_force) == (501, "woocommerce_rest_trash_not_supported", "Webhooks do not support trashing.")
+    assert error(no_force) == (501, "woocommerce_rest_trash_not_supported",
+                               "Webhooks do not support trashing.")
     assert api.delete(f"webhooks/{hook['id']}", params={"force": True}).status_code == 200
     assert error(api.get(f"webhooks/{hook['id']}")) == (400, "woocommerce_rest_shop_webhook_invalid_id",
                                                         "ID is invalid.")
@@ -306,10 +308,12 @@ def test_https_store_basic_and_query_string_auth_and_key_errors() -> None:
         assert basic.json()["_links"]["self"][0]["href"].startswith("https://")
         assert basic.json()["payment_url"].startswith("https://")
         assert [r["auth"] for r in store.requests[:2]] == ["basic_auth", "query_string"]
-        assert error(wrong_secret) == (401, "woocommerce_rest_authentication_error", "Consumer secret is invalid.")
+        assert error(wrong_secret) == (401, "woocommerce_rest_authentication_error",
+                                       "Consumer secret is invalid.")
         assert wrong_secret.headers["WWW-Authenticate"].startswith('Basic realm="WooCommerce API.')
         # An unknown key is not an auth error: the request runs unauthenticated.
-        assert error(unknown_key) == (401, "woocommerce_rest_cannot_view", "Sorry, you cannot view this resource.")
+        assert error(unknown_key) == (401, "woocommerce_rest_cannot_view",
+                                      "Sorry, you cannot view this resource.")
     finally:
         store.close()
 
@@ -361,7 +365,8 @@ def test_note_validation_and_deletion(fake: FakeWooCommerce) -> None:
     assert not_bool.json()["data"]["params"] == {"customer_note": "customer_note is not of type boolean."}
     assert error(no_force)[:2] == (501, "woocommerce_rest_trash_not_supported")
     assert forced.status_code == 200 and forced.json()["id"] == note["id"]
-    assert error(api.get(f"orders/{order['id']}/notes/{note['id']}"))[:2] == (404, "woocommerce_rest_invalid_id")
+    gone = api.get(f"orders/{order['id']}/notes/{note['id']}")
+    assert error(gone)[:2] == (404, "woocommerce_rest_invalid_id")
 
 
 def test_invalid_json_and_invalid_status(fake: FakeWooCommerce) -> None:
@@ -389,7 +394,28 @@ def test_unauthenticated_access_to_existing_and_missing_orders(fake: FakeWooComm
     assert error(requests.put(rest(fake, f"orders/{order['id']}"), json={})) == (
         401, "woocommerce_rest_cannot_edit", "Sorry, you are not allowed to edit this resource.")
     # WC_REST_CRUD_Controller only checks permissions on an existing object.
-    assert error(requests.get(rest(fake, "orders/999")))[:2] == (404, "woocommerce_rest_shop_order_invalid_id")
+    assert error(requests.get(rest(fake, "orders/999")))[:2] == (
+        404, "woocommerce_rest_shop_order_invalid_id")
+
+
+def test_order_delete_trashes_then_deletes(fake: FakeWooCommerce, receiver: Receiver) -> None:
+    api = api_for(fake)
+    hook = fake.add_webhook("order.deleted", receiver.url, "k")
+    order = fake.create_order([{"product_id": 10, "quantity": 1}])
+
+    trashed = api.delete(f"orders/{order['id']}")
+    again = api.delete(f"orders/{order['id']}")
+    listed = api.get("orders").json()
+    forced = api.delete(f"orders/{order['id']}", params={"force": True})
+
+    assert trashed.status_code == 200 and trashed.json()["status"] == "pending"   # as it was
+    assert fake.queued() == [(hook["id"], order["id"])]
+    assert error(again)[:2] == (410, "woocommerce_rest_already_trashed")
+    assert listed == []                                   # status "any" leaves out the trash
+    assert forced.status_code == 200 and order["id"] not in fake.orders
+    assert error(api.get(f"orders/{order['id']}"))[:2] == (404, "woocommerce_rest_shop_order_invalid_id")
+    [delivery] = fake.deliver_queued()
+    assert delivery.payload == {"id": order["id"]}       # "deleted" events carry only the id
 
 
 # ------------------------------------------------------------------- payment transitions
@@ -420,7 +446,8 @@ def test_set_paid_on_hold_is_ignored_but_status_processing_works(fake: FakeWooCo
     assert ignored["status"] == "on-hold" and ignored["date_paid"] is None
     assert ignored["transaction_id"] == "T1"   # the prop itself is still written
     assert moved["status"] == "processing" and moved["date_paid"] is not None  # maybe_set_date_paid()
-    assert [n["note"] for n in fake.notes(order["id"])] == ["Order status changed from On hold to Processing."]
+    assert [n["note"] for n in fake.notes(order["id"])] == [
+        "Order status changed from On hold to Processing."]
 
 
 def test_set_paid_with_only_virtual_downloadable_items_completes(fake: FakeWooCommerce) -> None:
@@ -433,7 +460,8 @@ def test_set_paid_with_only_virtual_downloadable_items_completes(fake: FakeWooCo
     assert paid["status"] == "completed" and paid["date_completed"] is not None
 
 
-def test_rest_created_order_fires_order_created_and_set_paid(fake: FakeWooCommerce, receiver: Receiver) -> None:
+def test_rest_created_order_fires_order_created_and_set_paid(fake: FakeWooCommerce,
+                                                             receiver: Receiver) -> None:
     api = api_for(fake)
     created_hook = fake.add_webhook("order.created", receiver.url, "secret-1")
     updated_hook = fake.add_webhook("order.updated", receiver.url, "secret-2")
@@ -469,7 +497,7 @@ def test_kwd_totals_with_coupon_fee_and_shipping_add_up_exactly(fake: FakeWooCom
     expected = (sum(Decimal(li["total"]) for li in lines) + sum(Decimal(li["total_tax"]) for li in lines)
                 + Decimal(order["shipping_total"]) + sum(Decimal(f["total"]) for f in order["fee_lines"]))
     assert order["total"] == "13.624" == str(expected)
-    assert all(len(v.split(".")[1]) == 3 for v in (order["total"], order["shipping_total"], order["cart_tax"]))
+    assert all(len(order[k].split(".")[1]) == 3 for k in ("total", "shipping_total", "cart_tax"))
     # price = total / quantity as PHP computes it: a float unless it divides into an int.
     assert [li["price"] for li in lines] == [4.154, 2.769, 0.922 / 3]
     whole = fake.create_order([{"product_id": 11, "quantity": 2}])["line_items"][0]
@@ -491,7 +519,8 @@ def test_order_representation_matches_woocommerce(fake: FakeWooCommerce) -> None
         "date_completed_gmt", "date_paid_gmt", "currency_symbol", "_links"]
     assert order["number"] == "INV-1001" and order["currency_symbol"] == "د.ك"
     assert order["order_key"].startswith("wc_order_") and len(order["order_key"]) == 22
-    assert order["total"] == "4.725" and order["cart_tax"] == "0.225" and order["tax_lines"][0]["tax_total"] == "0.225"
+    assert order["total"] == "4.725" and order["cart_tax"] == "0.225"
+    assert order["tax_lines"][0]["tax_total"] == "0.225"
     assert order["line_items"][0]["taxes"] == [{"id": 1, "total": "0.225", "subtotal": "0.225"}]
     assert order["payment_url"] == (f"{fake.base_url}/checkout/order-pay/{order['id']}/?pay_for_order=true"
                                     f"&key={order['order_key']}")
@@ -507,7 +536,8 @@ def test_orders_list_filters_pages_and_validates(fake: FakeWooCommerce) -> None:
     ids = [fake.create_order([{"product_id": 10, "quantity": 1}])["id"] for _ in range(3)]
     fake.create_order([{"product_id": 10, "quantity": 1}], status="on-hold")
 
-    page = api.get("orders", params={"status": "pending,on-hold", "per_page": 2, "orderby": "id", "order": "asc"})
+    page = api.get("orders", params={"status": "pending,on-hold", "per_page": 2, "orderby": "id",
+                                     "order": "asc"})
     too_many = api.get("orders", params={"per_page": 101})
 
     assert [o["id"] for o in page.json()] == ids[:2]
@@ -540,8 +570,8 @@ def test_delivery_headers_body_and_signature(fake: FakeWooCommerce, receiver: Re
     assert headers["User-Agent"] == "WooCommerce/7.9.0 Hookshot (WordPress/6.1.9)"
     assert headers["Content-Type"] == "application/json"
     assert headers["X-WC-Webhook-Source"] == fake.base_url + "/"
-    assert (headers["X-WC-Webhook-Topic"], headers["X-WC-Webhook-Resource"], headers["X-WC-Webhook-Event"]) == (
-        "order.created", "order", "created")
+    assert [headers[f"X-WC-Webhook-{k}"] for k in ("Topic", "Resource", "Event")] == [
+        "order.created", "order", "created"]
     assert headers["X-WC-Webhook-ID"] == str(hook["id"])
     assert len(headers["X-WC-Webhook-Delivery-ID"]) == 32
     expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
@@ -563,7 +593,8 @@ def test_signature_reproduces_the_reference_test_vector() -> None:
                "_links": {"self": [{"href": "https://shop.example/wp-json/wc/v3/orders/1234"}]}}
 
     assert wp_json_encode(payload) == body
-    assert webhook_signature(body.encode(), "s3cr3t-for-tests") == "8Vo9ljz9KTXpWKTXCr1WCtBLoJga5Le/j8JYCo1m23o="
+    assert webhook_signature(body.encode(), "s3cr3t-for-tests") == \
+        "8Vo9ljz9KTXpWKTXCr1WCtBLoJga5Le/j8JYCo1m23o="
     # The secret passes through wp_specialchars_decode() first.
     assert webhook_signature(b"x", "a&amp;b") == webhook_signature(b"x", "a&b")
 
@@ -583,7 +614,8 @@ def test_delivery_id_is_shared_within_a_second(fake: FakeWooCommerce, receiver: 
     assert len(receiver.deliveries()) == 3
 
 
-def test_ping_requires_exactly_200_and_repeats_after_deliveries(fake: FakeWooCommerce, receiver: Receiver) -> None:
+def test_ping_requires_exactly_200_and_repeats_after_deliveries(fake: FakeWooCommerce,
+                                                                receiver: Receiver) -> None:
     receiver.statuses = [201]
     hook = fake.add_webhook("order.created", receiver.url, "k")
     order = fake.create_order([{"product_id": 10, "quantity": 1}])
@@ -622,7 +654,8 @@ def test_seventh_consecutive_failure_disables_and_nothing_is_retried(
     assert fake.queued() == []                        # disabled webhooks get nothing
 
 
-def test_success_range_resets_failures_and_transport_errors_count(fake: FakeWooCommerce, receiver: Receiver) -> None:
+def test_success_range_resets_failures_and_transport_errors_count(fake: FakeWooCommerce,
+                                                                   receiver: Receiver) -> None:
     hook = fake.add_webhook("order.created", receiver.url, "k")
     order = fake.create_order([{"product_id": 10, "quantity": 1}])
     receiver.statuses = [500, 302, 303]
@@ -647,8 +680,8 @@ def test_error_payload_and_duplicates(fake: FakeWooCommerce, receiver: Receiver)
     [err] = fake.deliver(hook["id"], order["id"], error_payload=True)
     dupes = fake.deliver(hook["id"], order["id"], times=3, concurrently=True)
 
-    assert err.payload == {"code": "woocommerce_rest_cannot_view", "message": "Sorry, you cannot view this resource.",
-                           "data": {"status": 401}}
+    assert err.payload == {"code": "woocommerce_rest_cannot_view",
+                           "message": "Sorry, you cannot view this resource.", "data": {"status": 401}}
     assert err.header("X-WC-Webhook-Signature") == webhook_signature(err.request_body, "k")
     assert err.header("X-WC-Webhook-Topic") == "order.created"
     assert len(dupes) == 3 and {d.payload["id"] for d in dupes} == {order["id"]}
@@ -677,7 +710,8 @@ def test_updates_coalesce_in_the_queue_and_auto_deliver_runs_after_the_answer(re
 
 def test_faults_and_maintenance_mode(fake: FakeWooCommerce) -> None:
     ck, cs = fake.add_api_key()
-    api = woocommerce.API(url=fake.base_url, consumer_key=ck, consumer_secret=cs, version="wc/v3", timeout=0.5)
+    api = woocommerce.API(url=fake.base_url, consumer_key=ck, consumer_secret=cs, version="wc/v3",
+                          timeout=0.5)
     order = fake.create_order([{"product_id": 10, "quantity": 1}])
 
     fake.faults.add("status", path_contains="/notes")

@@ -124,6 +124,7 @@ CURRENCY_SYMBOLS: dict[str, str] = {
     "USD": "$", "EUR": "€", "GBP": "£", "EGP": "EGP", "JOD": "د.ا",
 }
 
+# ASSUMPTION: gateway titles shown as payment_method_title ("upay" is the bridge's gateway id).
 PAYMENT_METHOD_TITLES: dict[str, str] = {
     "upay": "UPayments",
     "cod": "Cash on delivery",
@@ -157,10 +158,11 @@ MAINTENANCE_HTML = """<!DOCTYPE html>
 \t<meta name="viewport" content="width=device-width">
 \t<meta name='robots' content='max-image-preview:large, noindex, follow' />
 \t<title>Maintenance</title>
-\t<style type="text/css">html{background:#f1f1f1;}body{background:#fff;margin:2em auto;padding:1em 2em;max-width:700px;}</style>
+\t<style type="text/css">html{background:#f1f1f1;}body{background:#fff;margin:2em auto;}</style>
 </head>
 <body id="error-page">
-\t<div class="wp-die-message"><h1>Briefly unavailable for scheduled maintenance. Check back in a minute.</h1></div></body>
+\t<div class="wp-die-message"><h1>Briefly unavailable for scheduled maintenance. Check back in a minute.</h1>
+</div></body>
 </html>
 """
 
@@ -173,7 +175,9 @@ CRITICAL_ERROR_HTML = """<!DOCTYPE html>
 \t<title>WordPress &rsaquo; Error</title>
 </head>
 <body id="error-page">
-\t<div class="wp-die-message"><p>There has been a critical error on this website.</p><p><a href="https://wordpress.org/documentation/article/faq-troubleshooting/">Learn more about troubleshooting WordPress.</a></p></div></body>
+\t<div class="wp-die-message"><p>There has been a critical error on this website.</p>
+<p><a href="https://wordpress.org/documentation/article/faq-troubleshooting/">Learn more about troubleshooting
+ WordPress.</a></p></div></body>
 </html>
 """
 
@@ -723,15 +727,15 @@ def _v_context(name: str, value: Any) -> str:
 
 _ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(r"^/wc/v3/orders$", re.I), {"GET": "orders_list", "POST": "orders_create"}),
-    (re.compile(r"^/wc/v3/orders/(?P<id>\d+)$", re.I),
+    (re.compile(r"^/wc/v3/orders/(?P<item_id>\d+)$", re.I),
      {"GET": "order_get", "POST": "order_update", "PUT": "order_update", "PATCH": "order_update",
       "DELETE": "order_delete"}),
     (re.compile(r"^/wc/v3/orders/(?P<order_id>\d+)/notes$", re.I),
      {"GET": "notes_list", "POST": "notes_create"}),
-    (re.compile(r"^/wc/v3/orders/(?P<order_id>\d+)/notes/(?P<id>\d+)$", re.I),
+    (re.compile(r"^/wc/v3/orders/(?P<order_id>\d+)/notes/(?P<item_id>\d+)$", re.I),
      {"GET": "note_get", "DELETE": "note_delete"}),
     (re.compile(r"^/wc/v3/webhooks$", re.I), {"GET": "webhooks_list", "POST": "webhooks_create"}),
-    (re.compile(r"^/wc/v3/webhooks/(?P<id>\d+)$", re.I),
+    (re.compile(r"^/wc/v3/webhooks/(?P<item_id>\d+)$", re.I),
      {"GET": "webhook_get", "POST": "webhook_update", "PUT": "webhook_update",
       "PATCH": "webhook_update", "DELETE": "webhook_delete"}),
     (re.compile(r"^/wc/v3$", re.I), {"GET": "namespace_index"}),
@@ -801,7 +805,7 @@ class FakeWooCommerce:
         self._inflight = 0
         self._down = False
         self._salt = secrets.token_hex(32)   # wp_salt('auth') for wp_hash()
-        self._next_post_id = 100
+        self._next_post_id = 100   # ASSUMPTION: orders share the posts id space with products
         self._next_item_id = 1
         self._next_meta_id = 1
         self._next_comment_id = 1
@@ -870,7 +874,8 @@ class FakeWooCommerce:
             self._next_post_id = max(self._next_post_id, product_id + 1)
 
     def add_coupon(self, code: str, amount: str | Decimal) -> None:
-        """Add a fixed_cart coupon that REST ``coupon_lines`` may reference."""
+        """Add a fixed_cart coupon that REST ``coupon_lines`` may reference (ASSUMPTION: only
+        fixed_cart coupons are modelled; WooCommerce validates codes against real coupons)."""
         with self._lock:
             self.coupons[code.lower()] = _dec(amount)
 
@@ -919,6 +924,8 @@ class FakeWooCommerce:
                            if k in _BILLING_KEYS})
             order["billing"] = filled
             if created_via == "checkout":
+                # ASSUMPTION: what a classic checkout records (ship-to = bill-to, IP, UA, the
+                # is_vat_exempt meta); REST-created orders leave these empty, as captured.
                 order["shipping"] = {k: (filled[k] if k != "phone" else "") for k in _SHIPPING_KEYS}
                 order["customer_ip_address"] = "203.0.113.7"
                 order["customer_user_agent"] = ("Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 "
@@ -1196,6 +1203,7 @@ class FakeWooCommerce:
         if order["total_tax"]:
             if order["_tax_item_id"] is None:
                 order["_tax_item_id"] = self._item_id()
+            # ASSUMPTION: one exclusive tax rate; the amounts come from the items' total_tax.
             order["tax_lines"] = [{"id": order["_tax_item_id"], "rate_code": "KW-VAT-1",
                                    "rate_id": 1, "label": "VAT", "compound": False,
                                    "tax_total": order["cart_tax"],
@@ -1249,8 +1257,8 @@ class FakeWooCommerce:
         transition = order["_transition"]
         order["_transition"] = None
         if transition and transition["from"] != transition["to"]:
-            text = (f"Order status changed from {ORDER_STATUS_LABELS.get(transition['from'], transition['from'])}"
-                    f" to {ORDER_STATUS_LABELS.get(transition['to'], transition['to'])}.")
+            old, new = (ORDER_STATUS_LABELS.get(transition[k], transition[k]) for k in ("from", "to"))
+            text = f"Order status changed from {old} to {new}."
             if transition["note"]:
                 text = f"{transition['note']} {text}"
             self._add_note(order, text, customer_note=False, added_by_user=False)
@@ -1736,7 +1744,7 @@ class FakeWooCommerce:
             if fault.kind == "status":
                 status = int(fault.params.get("status", 503))
                 default = MAINTENANCE_HTML if status == 503 else CRITICAL_ERROR_HTML if status == 500 \
-                    else f"<html><head><title>{status} Error</title></head><body><h1>{status}</h1></body></html>\n"
+                    else f"<html><head><title>{status} Error</title></head><body><h1>{status}</h1></body>\n"
                 record["status"] = status
                 return Response(fault.params.get("body", default), status,
                                 {"Content-Type": fault.params.get("content_type", _HTML_TYPE),
@@ -1942,17 +1950,20 @@ class FakeWooCommerce:
             return
         key = self._key(params["oauth_consumer_key"])
         if key is None:
-            ctx.auth_error = _WCError("woocommerce_rest_authentication_error", "Consumer key is invalid.", 401)
+            ctx.auth_error = _WCError("woocommerce_rest_authentication_error", "Consumer key is invalid.",
+                                      401)
             return
         error = self._check_oauth_signature(ctx, key, params)
         if error is None:
-            error = self._check_oauth_timestamp_and_nonce(key, params["oauth_timestamp"], params["oauth_nonce"])
+            error = self._check_oauth_timestamp_and_nonce(key, params["oauth_timestamp"],
+                                                          params["oauth_nonce"])
         if error is not None:
             ctx.auth_error = error
             return
         ctx.user, ctx.auth = key, "oauth1"
 
-    def _check_oauth_signature(self, ctx: _Ctx, key: dict[str, Any], params: dict[str, Any]) -> _WCError | None:
+    def _check_oauth_signature(self, ctx: _Ctx, key: dict[str, Any],
+                               params: dict[str, Any]) -> _WCError | None:
         """WC_REST_Authentication::check_oauth_signature(), step by step."""
         # base URI = rawurlencode(home_url(<request path>, is_ssl() ? 'https' : 'http')): the
         # store's canonical host, not the Host header; the raw (still %-encoded) path.
@@ -2003,7 +2014,8 @@ class FakeWooCommerce:
                 out.append(php_rawurlencode(f"{name}={param_value}"))
         return out
 
-    def _check_oauth_timestamp_and_nonce(self, key: dict[str, Any], timestamp: Any, nonce: Any) -> _WCError | None:
+    def _check_oauth_timestamp_and_nonce(self, key: dict[str, Any], timestamp: Any,
+                                         nonce: Any) -> _WCError | None:
         now = int(self.clock())
         try:
             ts = float(timestamp)
@@ -2127,7 +2139,8 @@ class FakeWooCommerce:
             tz = match.group(8)
             if tz:
                 offset = timedelta(0) if tz in ("Z", "z") else timedelta(
-                    hours=int(tz[1:3]), minutes=int(tz[-2:]) if len(tz) > 3 else 0) * (1 if tz[0] == "+" else -1)
+                    hours=int(tz[1:3]), minutes=int(tz[-2:]) if len(tz) > 3 else 0
+                ) * (1 if tz[0] == "+" else -1)
                 naive = (naive - offset) + (timedelta(0) if gmt else self.utc_offset)
             return naive
 
@@ -2152,6 +2165,7 @@ class FakeWooCommerce:
         if "product" in p:
             orders = [o for o in orders if any(li["product_id"] == p["product"] for li in o["line_items"])]
         if p.get("search"):
+            # ASSUMPTION: a simple substring search over billing fields and the number.
             needle = p["search"].lower()
             orders = [o for o in orders if needle in json.dumps(o["billing"]).lower()
                       or needle in o["number"].lower()]
@@ -2234,7 +2248,8 @@ class FakeWooCommerce:
         elif not _php_empty(posted.get("variation_id")):
             product = self.products.get(int(posted["variation_id"]))
         else:
-            raise _WCError("woocommerce_rest_required_product_reference", "Product ID or SKU is required.", 400)
+            raise _WCError("woocommerce_rest_required_product_reference",
+                           "Product ID or SKU is required.", 400)
         quantity = int(posted.get("quantity", 1))
         spec: dict[str, Any] = {"quantity": quantity}
         if product is not None:
@@ -2274,9 +2289,9 @@ class FakeWooCommerce:
     def _get_order_or(self, order_id: int) -> dict[str, Any] | None:
         return self.orders.get(order_id)
 
-    def _h_order_get(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_order_get(self, ctx: _Ctx, item_id: int) -> _Result:
         p = self._params(ctx, {"context": _v_context, "dp": _v_int()}, defaults={"dp": self.decimals})
-        order = self._get_order_or(id)
+        order = self._get_order_or(item_id)
         # WC_REST_CRUD_Controller: the permission check only applies to an existing object.
         if order is not None:
             self._need_user(ctx, *self._CANNOT_VIEW)
@@ -2284,9 +2299,9 @@ class FakeWooCommerce:
             raise _WCError("woocommerce_rest_shop_order_invalid_id", "Invalid ID.", 404)
         return _Result(self._order_json(order, ctx.scheme, p["dp"]))
 
-    def _h_order_update(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_order_update(self, ctx: _Ctx, item_id: int) -> _Result:
         p = self._params(ctx, self._ORDER_WRITE)
-        order = self._get_order_or(id)
+        order = self._get_order_or(item_id)
         if order is not None:
             self._need_user(ctx, *self._CANNOT_EDIT)
         if order is None:
@@ -2304,28 +2319,29 @@ class FakeWooCommerce:
             self._payment_complete(ctx, order, p.get("transaction_id", ""))
         return _Result(self._order_json(order, ctx.scheme))
 
-    def _h_order_delete(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_order_delete(self, ctx: _Ctx, item_id: int) -> _Result:
         p = self._params(ctx, {"force": _v_bool}, defaults={"force": False})
-        order = self._get_order_or(id)
+        order = self._get_order_or(item_id)
         if order is not None:
             self._need_user(ctx, *self._CANNOT_DELETE)
         if order is None:
             raise _WCError("woocommerce_rest_shop_order_invalid_id", "Invalid ID.", 404)
         data = self._order_json(order, ctx.scheme)
         if p["force"]:
-            del self.orders[id]
-            for note_id in [n for n, note in self._notes.items() if note["order_id"] == id]:
+            del self.orders[item_id]
+            for note_id in [n for n, note in self._notes.items() if note["order_id"] == item_id]:
                 del self._notes[note_id]
         else:
             if order["status"] == "trash":
                 raise _WCError("woocommerce_rest_already_trashed", "The shop_order has already been deleted.",
                                410)
             # wp_trash_post(): no status note; fires order.deleted (topic hook wp_trash_post).
+            # ASSUMPTION: a forced delete (no trash step) fires no order.deleted in 7.9.
             order["status"] = "trash"
             order["date_modified"] = self._now()
             for hook in self.webhooks.values():
                 if hook["status"] == "active" and hook["topic"] == "order.deleted":
-                    ctx.events.append((hook["id"], id, "order.deleted"))
+                    ctx.events.append((hook["id"], item_id, "order.deleted"))
         return _Result(data)
 
     # notes -----------------------------------------------------------------------------------
@@ -2356,7 +2372,8 @@ class FakeWooCommerce:
         note = self._add_note(order, p["note"], customer_note=p["customer_note"],
                               added_by_user=p["added_by_user"])
         return _Result(self._note_json(note, ctx.scheme), 201,
-                       {"Location": self._rest_url(ctx.scheme, f"/wc/v3/orders/{order_id}/notes/{note['id']}")})
+                       {"Location": self._rest_url(ctx.scheme,
+                                                   f"/wc/v3/orders/{order_id}/notes/{note['id']}")})
 
     def _note_or_404(self, order_id: int, note_id: int) -> dict[str, Any]:
         if order_id not in self.orders:
@@ -2366,22 +2383,22 @@ class FakeWooCommerce:
             raise _WCError("woocommerce_rest_invalid_id", "Invalid resource ID.", 404)
         return note
 
-    def _h_note_get(self, ctx: _Ctx, order_id: int, id: int) -> _Result:
+    def _h_note_get(self, ctx: _Ctx, order_id: int, item_id: int) -> _Result:
         self._params(ctx, {"context": _v_context})
         if order_id in self.orders:
             self._need_user(ctx, *self._CANNOT_VIEW)
-        return _Result(self._note_json(self._note_or_404(order_id, id), ctx.scheme))
+        return _Result(self._note_json(self._note_or_404(order_id, item_id), ctx.scheme))
 
-    def _h_note_delete(self, ctx: _Ctx, order_id: int, id: int) -> _Result:
+    def _h_note_delete(self, ctx: _Ctx, order_id: int, item_id: int) -> _Result:
         p = self._params(ctx, {"force": _v_bool}, defaults={"force": False})
         if order_id in self.orders:
             self._need_user(ctx, *self._CANNOT_DELETE)
         if not p["force"]:
             # Sic: the notes controller reuses the webhooks message.
             raise _WCError("woocommerce_rest_trash_not_supported", "Webhooks do not support trashing.", 501)
-        note = self._note_or_404(order_id, id)
+        note = self._note_or_404(order_id, item_id)
         data = self._note_json(note, ctx.scheme)
-        del self._notes[id]
+        del self._notes[item_id]
         return _Result(data)
 
     # webhooks --------------------------------------------------------------------------------
@@ -2390,7 +2407,8 @@ class FakeWooCommerce:
         p = self._params(ctx, {
             "context": _v_context, "page": _v_int(1), "per_page": _v_int(1, 100), "search": _v_str,
             "after": _v_date, "before": _v_date, "exclude": _v_id_list, "include": _v_id_list,
-            "offset": _v_int(), "order": _v_enum(("asc", "desc")), "orderby": _v_enum(("date", "id", "title")),
+            "offset": _v_int(), "order": _v_enum(("asc", "desc")),
+            "orderby": _v_enum(("date", "id", "title")),
             "status": _v_enum(("all", *WEBHOOK_STATUSES)),
         }, defaults={"page": 1, "per_page": 10, "order": "desc", "orderby": "date", "status": "all"})
         self._need_user(ctx, *self._CANNOT_LIST)
@@ -2428,7 +2446,8 @@ class FakeWooCommerce:
         p = self._params(ctx, self._WEBHOOK_WRITE, required=("topic", "delivery_url"))
         self._need_user(ctx, *self._CANNOT_CREATE)
         if not _php_empty(ctx.params.get("id")):
-            raise _WCError("woocommerce_rest_shop_webhook_exists", "Cannot create existing shop_webhook.", 400)
+            raise _WCError("woocommerce_rest_shop_webhook_exists", "Cannot create existing shop_webhook.",
+                           400)
         topic = p.get("topic", "")
         if not topic or not _wc_is_valid_topic(topic.lower()):
             raise _WCError("woocommerce_rest_shop_webhook_invalid_topic",
@@ -2451,26 +2470,27 @@ class FakeWooCommerce:
         return _Result(data, 201, {"Location": self._rest_url(ctx.scheme, f"/wc/v3/webhooks/{webhook_id}")},
                        after=ping_then_answer)
 
-    def _h_webhook_get(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_webhook_get(self, ctx: _Ctx, item_id: int) -> _Result:
         self._params(ctx, {"context": _v_context})
         self._need_user(ctx, *self._CANNOT_VIEW)
-        if not id:
+        if not item_id:
             raise _WCError("woocommerce_rest_shop_webhook_invalid_id", "Invalid ID.", 404)
-        hook = self.webhooks.get(id)
+        hook = self.webhooks.get(item_id)
         if hook is None:
             raise _WCError("woocommerce_rest_shop_webhook_invalid_id", "ID is invalid.", 400)
         return _Result(self._webhook_json(hook, ctx.scheme))
 
-    def _h_webhook_update(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_webhook_update(self, ctx: _Ctx, item_id: int) -> _Result:
         p = self._params(ctx, self._WEBHOOK_WRITE)
         self._need_user(ctx, *self._CANNOT_EDIT)
-        hook = self.webhooks.get(id)
+        hook = self.webhooks.get(item_id)
         if hook is None:
             raise _WCError("woocommerce_rest_shop_webhook_invalid_id", "ID is invalid.", 400)
         changes: dict[str, Any] = {}
         if p.get("topic"):
             if not _wc_is_valid_topic(p["topic"].lower()):
-                raise _WCError("woocommerce_rest_shop_webhook_invalid_topic", "Webhook topic must be valid.", 400)
+                raise _WCError("woocommerce_rest_shop_webhook_invalid_topic",
+                               "Webhook topic must be valid.", 400)
             changes["topic"] = p["topic"]
         if p.get("delivery_url"):
             if not _wc_is_valid_url(p["delivery_url"]):
@@ -2494,23 +2514,23 @@ class FakeWooCommerce:
         def ping_then_answer() -> dict[str, Any] | None:
             # WC_Webhook_Data_Store::update() pings inside save(), before the response is built.
             if must_ping:
-                self._ping(id)
+                self._ping(item_id)
             with self._lock:
-                current = self.webhooks.get(id)
+                current = self.webhooks.get(item_id)
                 return None if current is None else self._webhook_json(current, scheme)
 
         return _Result(self._webhook_json(hook, ctx.scheme), after=ping_then_answer)
 
-    def _h_webhook_delete(self, ctx: _Ctx, id: int) -> _Result:
+    def _h_webhook_delete(self, ctx: _Ctx, item_id: int) -> _Result:
         p = self._params(ctx, {"force": _v_bool}, defaults={"force": False})
         self._need_user(ctx, *self._CANNOT_DELETE)
         if not p["force"]:
             raise _WCError("woocommerce_rest_trash_not_supported", "Webhooks do not support trashing.", 501)
-        hook = self.webhooks.get(id)
+        hook = self.webhooks.get(item_id)
         if hook is None:
             raise _WCError("woocommerce_rest_shop_webhook_invalid_id", "Invalid ID.", 404)
         data = self._webhook_json(hook, ctx.scheme)
-        del self.webhooks[id]
+        del self.webhooks[item_id]
         return _Result(data)
 
 
