@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
@@ -56,6 +56,9 @@ def runtime() -> Runtime:
 
 
 def error_response(status: int, code: str, message: str) -> Any:
+    if status < 500:
+        # Method, path and code only: never the body or headers, which may carry secrets.
+        logger.info("%s %s rejected: %d %s", request.method, request.path, status, code)
     resp = jsonify({"error": {"code": code, "message": message}})
     resp.status_code = status
     return resp

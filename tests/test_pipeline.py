@@ -299,3 +299,84 @@ def test_customer_return_with_double_question_mark(bridge, connect_store, shop, 
         fields = json.loads(r.fields)
         assert fields["result"] == "CAPTURED" and fields["requested_order_id"] == row.upay_order_id
         assert r.store_id == record.id
+
+
+def test_each_store_uses_its_own_upay_key(bridge, connect_store, shop, fake_upay, fake_wc):
+    first = connect_store(bridge)
+    second = connect_store(bridge)
+    fake_upay.add_key("second-store-key-77")
+    bridge.runtime.registry.update(second.id, secrets={"upay_api_key": "second-store-key-77"})
+    order = place(shop)  # both stores' webhooks receive it: one order row per store
+    for record in (first, second):
+        wait_for(lambda: (r := _row(bridge, record.id, order["id"])) and r.state == "done")
+    keys = sorted(c.headers["Authorization"] for c in charge_for(fake_upay, order["id"]))
+    assert keys == sorted([f"Bearer {first.secrets['upay_api_key']}", "Bearer second-store-key-77"])
+
+
+def _row(bridge, store_id, external_id):
+    with bridge.runtime.engine.connect() as conn:
+        return conn.execute(db.orders.select().where(db.orders.c.store_id == store_id,
+                                                     db.orders.c.external_id == str(external_id))).first()
+
+
+def test_long_texts_are_cut_to_upay_limits_and_accepted(bridge, connect_store, shop, fake_upay):
+    connect_store(bridge)
+    long_name = "قهوة عربية فاخرة بالهيل والزعفران " * 12  # ~400 characters with spaces
+    order = place(shop, items=[{"name": long_name, "price": "2.500", "quantity": 3}],
+                  billing={**BILLING, "first_name": "عبدالرحمن" * 5, "last_name": "الصباح" * 5})
+    bridge.wait_state(order["id"], "done")
+    [charge] = charge_for(fake_upay, order["id"])
+    body = charge.json
+    assert len(body["products"][0]["name"]) <= 255 and len(body["customer"]["name"]) <= 50
+    assert len(body["order"]["description"]) <= 500
+    assert Decimal(str(body["order"]["amount"])) == Decimal("7.500") == products_total(body)
+
+
+def test_store_rejecting_the_keys_is_retried_then_parked(bridge_factory, connect_store, shop):
+    bridge = bridge_factory(max_retries=2)
+    record = connect_store(bridge)
+    bridge.runtime.registry.update(record.id, secrets={"consumer_secret": "cs_revoked"})
+    order = place(shop)
+    row = bridge.wait_state(order["id"], "parked")
+    assert "refused the API keys" in row.reason and row.invoice_url  # the invoice is kept
+    assert "cs_revoked" not in row.reason
+
+
+def test_a_lost_job_is_found_by_the_sweep(bridge, connect_store, shop):
+    connect_store(bridge)
+    real_schedule = bridge.runtime.pipeline.schedule
+    bridge.runtime.pipeline.schedule = lambda pk, delay: None  # the queue loses the job
+    order = place(shop)
+    row = wait_for(lambda: bridge.order(order["id"]))
+    assert row.state == "received"
+    bridge.runtime.pipeline.schedule = real_schedule
+    assert bridge.runtime.pipeline.sweep() == 1
+    bridge.wait_state(order["id"], "done")
+
+
+def test_worker_dying_during_the_upay_call_is_an_unknown_outcome(bridge_factory, connect_store,
+                                                                  shop, fake_upay):
+    bridge = bridge_factory(worker=False, lease_seconds=0.5)
+    connect_store(bridge)
+    pipeline = bridge.runtime.pipeline
+    order = place(shop)
+    row = wait_for(lambda: bridge.order(order["id"]))
+    # a worker claims the order, commits its attempt as "sending", sends, and dies
+    claimed = pipeline._claim(row.id, "dead-worker")
+    attempt = pipeline._start_attempt(row.id, claimed.store_id, claimed.external_id)
+    assert attempt.state == "sending" and bridge.order(order["id"]).lease_owner == "dead-worker"
+    wait_for(lambda: pipeline.sweep() == 1)  # once the lease has run out
+    bridge.start_worker()
+    row = bridge.wait_state(order["id"], "done")
+    assert [(a.number, a.state) for a in bridge.attempts(row.id)] == [(1, "unknown"), (2, "created")]
+    assert row.upay_order_id == bridge.attempts(row.id)[1].upay_order_id
+    assert len(shop.notes(order["id"])) == 1
+
+
+def test_backoff_grows_exponentially_with_jitter(bridge_factory):
+    bridge = bridge_factory(worker=False, retry_base_seconds=5, retry_max_seconds=300)
+    backoff = bridge.runtime.pipeline._backoff
+    for retries, ceiling in [(1, 5), (2, 10), (3, 20), (5, 80), (7, 300), (12, 300)]:
+        delays = [backoff(retries) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 150  # jittered, so a burst does not come back together

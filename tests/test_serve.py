@@ -26,6 +26,10 @@ def free_port() -> int:
 
 
 def command(*args: str) -> list[str]:
+    # the installed console script when there is one (as the README runs it), else the module
+    script = Path(sys.executable).parent / "upay-bridge"
+    if script.exists():
+        return [str(script), *args]
     return [sys.executable, "-m", "bridge.cli", *args]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from ..app import error_response, runtime
-from ..errors import UnknownStoreError
+from ..errors import SignatureError, UnknownStoreError
 from ..stores import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def receive(kind: str, store_id: str) -> Any:
         return jsonify({"ok": True, "ping": True}), 200
     try:
         store.verify_webhook(request.headers, body)
-    except Exception:
+    except SignatureError:
         logger.warning("webhook for store %s rejected: bad signature", record.id,
                        extra={"store_id": record.id, "remote_addr": request.remote_addr})
         raise

@@ -1,0 +1,9 @@
+from bridge.demo import run_demo
+
+
+def test_demo_shows_the_payment_link_on_the_order(capsys):
+    assert run_demo() == 0
+    out = capsys.readouterr().out
+    assert "activation ping answered 200" in out
+    assert "= order.amount 12.500 KWD" in out
+    assert "Pay 12.500 KWD for this order with UPayments: http://127.0.0.1:" in out
