@@ -149,12 +149,21 @@ def _store_json(rt: Runtime, record: StoreRecord) -> dict[str, Any]:
               help="invoice orders in this status (repeatable; default pending and on-hold)")
 @click.option("--currency", "currencies", multiple=True,
               help="invoice only orders in this currency (repeatable; default all UPay supports)")
+@click.option("--paid-status", type=click.Choice(["processing", "completed"]),
+              default="processing", show_default=True,
+              help="the status an on-hold or re-opened order gets once paid")
+@click.option("--paid-after-cancel", type=click.Choice(["reopen", "flag"]), default="reopen",
+              show_default=True,
+              help="a payment on an order the store cancelled: re-open it as paid, or only flag it")
+@click.option("--reconcile-expiry-hours", type=float, default=72.0, show_default=True,
+              help="stop asking UPay about an unpaid invoice after this many hours")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret: str,
               webhook_secret: str | None, upay_api_key: str, upay_sandbox: bool,
               notification_type: str, language: str, note_kind: str,
               payment_methods: tuple[str, ...], statuses: tuple[str, ...],
-              currencies: tuple[str, ...], as_json: bool) -> None:
+              currencies: tuple[str, ...], paid_status: str, paid_after_cancel: str,
+              reconcile_expiry_hours: float, as_json: bool) -> None:
     """Register a store; prints its id and the webhook delivery URL."""
     rt = _runtime()
     generated = webhook_secret is None
@@ -162,7 +171,9 @@ def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret
     settings = StoreSettings(
         notification_type=NotificationType(notification_type), language=Language(language),
         customer_note=note_kind == "customer", payment_methods=payment_methods,
-        statuses=statuses or ("pending", "on-hold"), currencies=tuple(c.upper() for c in currencies))
+        statuses=statuses or ("pending", "on-hold"), currencies=tuple(c.upper() for c in currencies),
+        paid_status=paid_status, paid_after_cancel=paid_after_cancel,
+        reconcile_expiry_hours=reconcile_expiry_hours)
     try:
         record = rt.registry.add(kind, url, {
             "consumer_key": consumer_key, "consumer_secret": consumer_secret,

@@ -40,6 +40,8 @@ class Settings:
     max_retries: int = 12
     sweep_grace_seconds: float = 60.0
     max_body_bytes: int = 1024 * 1024
+    status_rate_limit: int = 30  # UPay status calls per window per API key (upay-api.md §5.1)
+    status_rate_window: float = 60.0
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -83,6 +85,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         max_retries=_int(env, "MAX_RETRIES", 12),
         sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 60.0),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+        status_rate_limit=_int(env, "STATUS_RATE_LIMIT", 30),
+        status_rate_window=_float(env, "STATUS_RATE_WINDOW", 60.0),
         log_level=env.get(PREFIX + "LOG_LEVEL", "INFO"),
     )
     return settings.with_overrides(**overrides) if overrides else settings

@@ -60,9 +60,16 @@ orders = sa.Table(
     sa.Column("note_id", sa.String(40), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # payment: open -> paid | flagged | expired (see bridge/confirmation.py)
+    sa.Column("payment_state", sa.String(12), nullable=False, server_default="open"),
+    sa.Column("paid_at", sa.Float, nullable=True),
+    sa.Column("returned_at", sa.Float, nullable=True),
+    sa.Column("next_check_at", sa.Float, nullable=True),
+    sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("store_id", "external_id", name="uq_orders_store_external"),
 )
 sa.Index("ix_orders_work", orders.c.state, orders.c.next_attempt_at)
+sa.Index("ix_orders_payment", orders.c.payment_state, orders.c.next_check_at)
 
 attempts = sa.Table(
     "attempts", metadata,
@@ -78,8 +85,54 @@ attempts = sa.Table(
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # An unguessable id for the customer's return/cancel URLs (the order id is guessable).
+    sa.Column("token", sa.String(32), nullable=True, unique=True),
     sa.UniqueConstraint("order_id", "number", name="uq_attempts_order_number"),
 )
+
+payments = sa.Table(
+    "payments", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("attempt_id", sa.Integer, sa.ForeignKey("attempts.id", ondelete="CASCADE"),
+              nullable=True),
+    # UPay's transaction; one row per track id, so a payment is counted once however often
+    # it is reported.
+    sa.Column("track_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("payment_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("result", sa.String(30), nullable=False),
+    sa.Column("amount", sa.String(40), nullable=False, server_default=""),
+    sa.Column("currency", sa.String(3), nullable=False, server_default=""),
+    sa.Column("payment_type", sa.String(30), nullable=False, server_default=""),
+    sa.Column("upay_order_id", sa.String(40), nullable=False, server_default=""),
+    sa.Column("source", sa.String(12), nullable=False),  # notify | return | reconcile
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+store_actions = sa.Table(
+    "store_actions", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # mark_paid | note
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+    # pending -> sending -> done; "sending" after a crash means "look before doing it again"
+    sa.Column("state", sa.String(10), nullable=False, server_default="pending"),
+    sa.Column("result", sa.Text, nullable=False, server_default=""),
+    sa.Column("dedupe_key", sa.String(120), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+sa.Index("ix_store_actions_order", store_actions.c.order_id, store_actions.c.state)
+
+rate_events = sa.Table(
+    "rate_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False),  # a hash of the API key, never the key
+    sa.Column("at", sa.Float, nullable=False),
+)
+sa.Index("ix_rate_events_key_at", rate_events.c.key, rate_events.c.at)
 
 deliveries = sa.Table(
     "deliveries", metadata,
@@ -103,6 +156,8 @@ notifications = sa.Table(
     sa.Column("fields", sa.Text, nullable=False),
     sa.Column("state", sa.String(12), nullable=False, server_default="received"),
     sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
+              nullable=True),
 )
 
 events = sa.Table(

@@ -85,3 +85,54 @@ def invoice_failed_note(reason: str, language: Language) -> str:
     if Language(language) == Language.AR:
         return f"لم تُنشئ UPay فاتورة لهذا الطلب: {reason}"
     return f"UPay did not create an invoice for this order: {reason}"
+
+
+# --- payment confirmation ---------------------------------------------------------------------
+
+def payment_confirmed_note(*, amount: Decimal, currency: str, payment_id: str, track_id: str,
+                           payment_type: str, upay_order_id: str, language: Language) -> str:
+    paid = f"{format_amount(amount, currency)} {currency}"
+    method = payment_type or "?"
+    if language == Language.AR:
+        return (f"تم تأكيد الدفع لدى UPay: {paid} عبر {method}. رقم الدفعة {payment_id}، "
+                f"رقم التتبع {track_id}، رقم الطلب لدى UPay {upay_order_id}.")
+    return (f"Payment confirmed with UPay: {paid} by {method}. Payment ID {payment_id}, "
+            f"track ID {track_id}, UPay order ID {upay_order_id}.")
+
+
+def payment_not_completed_note(result: str, language: Language) -> str:
+    if language == Language.AR:
+        return (f"لم تكتمل محاولة دفع عبر UPay (النتيجة: {result}). الطلب ما زال بانتظار الدفع "
+                "ويمكن للعميل الدفع بالرابط نفسه.")
+    return (f"A UPay payment attempt did not complete (result: {result}). The order is still "
+            "awaiting payment; the customer can pay with the same link.")
+
+
+def paid_after_cancel_note(reopened: bool, language: Language) -> str:
+    if language == Language.AR:
+        if reopened:
+            return "وصلت الدفعة بعد إلغاء الطلب، فأعيد فتح الطلب كطلب مدفوع. راجع المخزون."
+        return ("وصلت دفعة مؤكدة بعد إلغاء الطلب. لم يتغير الطلب: أعد فتحه أو استرد المبلغ "
+                "للعميل.")
+    if reopened:
+        return ("The payment arrived after the order had been cancelled, so the order was "
+                "re-opened as paid. Check the stock for its items.")
+    return ("A confirmed payment arrived after the order had been cancelled. The order was left "
+            "as it is: re-open it or refund the customer.")
+
+
+def double_payment_note(*, payment_id: str, track_id: str, language: Language) -> str:
+    if language == Language.AR:
+        return (f"تحذير: دفعة مؤكدة ثانية لهذا الطلب لدى UPay (رقم الدفعة {payment_id}، رقم "
+                f"التتبع {track_id}). دفع العميل مرتين: استرد إحدى الدفعتين.")
+    return (f"Warning: a second confirmed UPay payment for this order (payment ID {payment_id}, "
+            f"track ID {track_id}). The customer paid twice: refund one of the payments.")
+
+
+def payment_mismatch_note(reason: str, language: Language) -> str:
+    reason = truncate_text(reason, REASON_LIMIT)
+    if language == Language.AR:
+        return (f"أبلغت UPay عن دفعة لا تطابق هذا الطلب ({reason}). لم يتم تعليم الطلب كمدفوع؛ "
+                "راجع الدفعة في لوحة UPay.")
+    return (f"UPay reported a payment that does not match this order ({reason}). The order was "
+            "not marked paid; check the payment in the UPay dashboard.")

@@ -23,9 +23,11 @@ state is ``sending`` while the POST is in flight; a later try first looks for th
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -45,7 +47,8 @@ from .mapping import (invoice_blockers, invoice_request_from_order, reference_id
                       upay_order_id_for)
 from .models import CallbackUrls, InvoiceOptions, Order
 from .money import quantize
-from .notes import invoice_failed_note, not_invoiceable_note, payment_link_note
+from .notes import (invoice_failed_note, not_invoiceable_note, paid_after_cancel_note,
+                    payment_link_note)
 from .registry import StoreRecord, StoreRegistry
 from .stores import Store, WebhookEvent, adapter_for
 from .stores.woocommerce import META_INVOICE_ID, META_INVOICE_URL, META_UPAY_ORDER_ID
@@ -64,12 +67,13 @@ class Accepted:
     reason: str = ""
 
 
-def callback_urls(public_url: str, store_id: str, upay_order_id: str) -> CallbackUrls:
+def callback_urls(public_url: str, store_id: str, token: str) -> CallbackUrls:
     # No query strings: UPay appends "?payment_id=..." to these as they are (upay-api.md §6.2),
-    # so everything the bridge needs to find the order is in the path.
+    # so everything the bridge needs to find the order is in the path. The token is the
+    # attempt's random id: the customer's pages must not be reachable by guessing order ids.
     base = public_url.rstrip("/")
-    return CallbackUrls(return_url=f"{base}/upay/return/{store_id}/{upay_order_id}",
-                        cancel_url=f"{base}/upay/cancel/{store_id}/{upay_order_id}",
+    return CallbackUrls(return_url=f"{base}/upay/return/{store_id}/{token}",
+                        cancel_url=f"{base}/upay/cancel/{store_id}/{token}",
                         notification_url=f"{base}/upay/notify/{store_id}")
 
 
@@ -154,6 +158,8 @@ class Pipeline:
             if row.state != "parked" and (row.note_state in NOTE_OPEN or
                                           (row.state == "invoiced" and not row.meta_written)):
                 row = self._write_back(row, store)
+            if row.state == "done":
+                self._run_actions(row, record, store)
             return row.state
         except BridgeError as exc:
             retry_delay = self._after_error(self._row(pk), exc)
@@ -220,7 +226,7 @@ class Pipeline:
         request = invoice_request_from_order(
             order, upay_order_id=attempt.upay_order_id, reference_id=reference_id_for(order.number),
             options=options, urls=callback_urls(self.settings.public_url, record.id,
-                                                attempt.upay_order_id))
+                                                attempt.token))
         try:
             invoice = self._client(record).create_invoice(request)
         except UPayError as exc:
@@ -325,6 +331,60 @@ class Pipeline:
                       self.settings.retry_base_seconds * (2 ** (retries - 1)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
+    def _run_actions(self, row: Any, record: StoreRecord, store: Store) -> None:
+        """Carry out what payment confirmation asked of the store, in order, each once."""
+        a = db.store_actions.c
+        with self.engine.connect() as conn:
+            actions = conn.execute(sa.select(db.store_actions).where(
+                a.order_id == row.id, a.state.in_(NOTE_OPEN)).order_by(a.id)).all()
+        for action in actions:
+            data = json.loads(action.data)
+            if action.kind == "mark_paid":
+                result = store.mark_paid(row.external_id, data["transaction_id"],
+                                         paid_status=record.settings.paid_status,
+                                         reopen_cancelled=record.settings.paid_after_cancel == "reopen")
+                message = f"{result.outcome} (order {result.status} at the store)"
+                self._finish_action(action.id, row.id, message, "store_paid")
+                if result.outcome in ("reopened", "cancelled_left"):
+                    self.add_action(row.id, "note", f"cancel-note:{row.id}", text=paid_after_cancel_note(
+                        result.outcome == "reopened", record.settings.language))
+                    self._run_actions(row, record, store)
+                    return
+            elif action.kind == "note":
+                if action.state == "sending":
+                    found = store.find_note(row.external_id, data["text"])
+                    if found is not None:
+                        self._finish_action(action.id, row.id, f"note {found}", "note_found")
+                        continue
+                with self.engine.begin() as conn:
+                    conn.execute(db.store_actions.update().where(a.id == action.id)
+                                 .values(state="sending", updated_at=self.clock()))
+                note_id = store.add_note(row.external_id, data["text"], customer_note=False)
+                self._finish_action(action.id, row.id, f"note {note_id}", "note_written",
+                                    f"private note {note_id}: {data['text']}")
+
+    def add_action(self, pk: int, kind: str, dedupe_key: str, conn: Connection | None = None,
+                   **data: Any) -> bool:
+        """Queue an action on the store's order; False when one with that key exists already."""
+        dialect = sqlite if (conn or self.engine).dialect.name == "sqlite" else postgresql
+        now = self.clock()
+        stmt = (dialect.insert(db.store_actions).values(
+            order_id=pk, kind=kind, data=json.dumps(data, sort_keys=True), state="pending",
+            dedupe_key=dedupe_key[:120], created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["dedupe_key"]))
+        if conn is not None:
+            return conn.execute(stmt).rowcount == 1
+        with self.engine.begin() as own:
+            return own.execute(stmt).rowcount == 1
+
+    def _finish_action(self, action_id: int, pk: int, result: str, kind: str,
+                       message: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            now = self.clock()
+            conn.execute(db.store_actions.update().where(db.store_actions.c.id == action_id)
+                         .values(state="done", result=result[:500], updated_at=now))
+            _event(conn, pk, now, kind, message or result)
+
     # -- attempts ------------------------------------------------------------------------------
 
     def _start_attempt(self, pk: int, store_id: str, external_id: str) -> Any:
@@ -350,7 +410,7 @@ class Pipeline:
             upay_order_id = upay_order_id_for(store_id, external_id, number)
             conn.execute(db.attempts.insert().values(
                 order_id=pk, number=number, upay_order_id=upay_order_id, state="sending",
-                created_at=now, updated_at=now))
+                token=secrets.token_urlsafe(16), created_at=now, updated_at=now))
             _event(conn, pk, now, "attempt", f"creating invoice with order id {upay_order_id}")
             return conn.execute(sa.select(db.attempts).where(a.upay_order_id == upay_order_id)).first()
 
@@ -408,8 +468,10 @@ class Pipeline:
 
 def _needs_work() -> Any:
     o = db.orders.c
+    a = db.store_actions.c
+    open_actions = sa.exists().where(a.order_id == o.id, a.state.in_(NOTE_OPEN))
     return sa.and_(o.state != "parked",
-                   sa.or_(o.state.in_(WORK_STATES), o.note_state.in_(NOTE_OPEN)))
+                   sa.or_(o.state.in_(WORK_STATES), o.note_state.in_(NOTE_OPEN), open_actions))
 
 
 def _insert_ignore(conn: Connection, values: dict[str, Any]) -> int | None:

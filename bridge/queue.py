@@ -13,6 +13,7 @@ from typing import Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 
+from .payments import Payments
 from .pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -33,28 +34,45 @@ def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = Fa
 class Jobs:
     """The bridge's tasks, bound to one pipeline."""
 
-    def __init__(self, huey: Huey, pipeline: Pipeline) -> None:
+    def __init__(self, huey: Huey, pipeline: Pipeline, payments: Payments) -> None:
         self.huey = huey
 
         @huey.task(name="process_order")
         def process_order(pk: int) -> str:
             return pipeline.process_order(pk)
 
+        @huey.task(name="confirm_payment")
+        def confirm_payment(pk: int, hint: dict) -> str:
+            return payments.confirm(pk, hint)
+
         @huey.periodic_task(crontab(minute="*"), name="sweep")
         def sweep() -> int:
             return pipeline.sweep()
 
+        @huey.periodic_task(crontab(minute="*"), name="reconcile")
+        def reconcile() -> int:
+            return payments.reconcile()
+
         self._process_order = process_order
+        self._confirm_payment = confirm_payment
         pipeline.schedule = self.enqueue
+        payments.schedule = self.enqueue_confirmation
 
     def enqueue(self, pk: int, delay: float = 0.0) -> None:
+        self._submit(self._process_order, (pk,), delay)
+
+    def enqueue_confirmation(self, pk: int, hint: dict, delay: float = 0.0) -> None:
+        self._submit(self._confirm_payment, (pk, hint), delay)
+
+    def _submit(self, task: Any, args: tuple, delay: float) -> None:
         try:
             if delay > 0:
-                self._process_order.schedule(args=(pk,), delay=delay)
+                task.schedule(args=args, delay=delay)
             else:
-                self._process_order(pk)
-        except Exception:  # noqa: BLE001 - the order is already stored; the sweep will queue it
-            logger.exception("could not queue order row %s; the periodic sweep will pick it up", pk)
+                task(*args)
+        except Exception:  # noqa: BLE001 - the state is in the database; the sweeps find it
+            logger.exception("could not queue %s%r; the periodic sweep will pick it up",
+                             task.name, args[:1])
 
     def consumer(self, workers: int) -> Any:
         # Threads, not processes: the work is waiting on UPay and the store. A short maximum

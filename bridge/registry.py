@@ -33,6 +33,9 @@ class StoreSettings:
     payment_methods: tuple[str, ...] = ()  # empty: every payment method
     statuses: tuple[str, ...] = ("pending", "on-hold")
     currencies: tuple[str, ...] = ()  # empty: every currency UPay supports
+    paid_status: str = "processing"  # what an on-hold (or re-opened) order becomes once paid
+    paid_after_cancel: str = "reopen"  # reopen | flag: a payment on an order the store cancelled
+    reconcile_expiry_hours: float = 72.0  # stop asking UPay about an unpaid invoice after this
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -50,6 +53,9 @@ class StoreSettings:
                 payment_methods=tuple(str(x) for x in data.get("payment_methods", ()) if x),
                 statuses=tuple(str(x) for x in data.get("statuses", ("pending", "on-hold")) if x),
                 currencies=tuple(str(x).upper() for x in data.get("currencies", ()) if x),
+                paid_status=str(data.get("paid_status", "processing")),
+                paid_after_cancel=str(data.get("paid_after_cancel", "reopen")),
+                reconcile_expiry_hours=float(data.get("reconcile_expiry_hours", 72.0)),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid store setting: {exc}") from exc
@@ -76,6 +82,19 @@ class StoreRecord:
             "secrets": {k: mask(v) for k, v in sorted(self.secrets.items())},
             "created_at": self.created_at,
         }
+
+
+def validate_settings(kind: str, settings: StoreSettings) -> None:
+    if kind == "woocommerce":
+        bad = [s for s in settings.statuses if s not in WOOCOMMERCE_STATUSES]
+        if bad:
+            raise ConfigError(f"unknown order status: {', '.join(bad)}")
+        if settings.paid_status not in ("processing", "completed"):
+            raise ConfigError("the paid status must be processing or completed")
+    if settings.paid_after_cancel not in ("reopen", "flag"):
+        raise ConfigError("paid-after-cancel must be reopen or flag")
+    if not 0 < settings.reconcile_expiry_hours <= 24 * 90:
+        raise ConfigError("reconciliation expiry must be between 0 and 2160 hours")
 
 
 def mask(secret: str) -> str:
@@ -113,10 +132,7 @@ class StoreRegistry:
         if missing:
             raise ConfigError(f"missing secrets: {', '.join(missing)}")
         settings = settings or StoreSettings()
-        if kind == "woocommerce":
-            bad = [s for s in settings.statuses if s not in WOOCOMMERCE_STATUSES]
-            if bad:
-                raise ConfigError(f"unknown order status: {', '.join(bad)}")
+        validate_settings(kind, settings)
         now = time.time()
         record = StoreRecord(id=new_store_id(), kind=kind, name=name[:200], url=validate_store_url(url),
                              upay_sandbox=upay_sandbox, settings=settings,
@@ -164,6 +180,8 @@ class StoreRegistry:
     def update(self, store_id: str, *, settings: StoreSettings | None = None,
                secrets: Mapping[str, str] | None = None) -> StoreRecord:
         record = self.get(store_id)
+        if settings is not None:
+            validate_settings(record.kind, settings)
         merged = dict(record.secrets)
         merged.update({k: v for k, v in (secrets or {}).items() if v})
         record = replace(record, settings=settings or record.settings, secrets=merged,

@@ -10,7 +10,9 @@ from sqlalchemy.engine import Engine
 from . import db
 from .config import Settings, load_settings
 from .crypto import SecretBox, load_or_create_keys
+from .payments import Payments
 from .pipeline import Pipeline
+from .ratelimit import RateLimiter
 from .queue import Jobs, make_huey
 from .registry import StoreRegistry
 
@@ -22,6 +24,7 @@ class Runtime:
     box: SecretBox
     registry: StoreRegistry
     pipeline: Pipeline
+    payments: Payments
     jobs: Jobs
 
     def close(self) -> None:
@@ -45,5 +48,8 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True,
     box = SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))
     registry = StoreRegistry(engine, box)
     pipeline = Pipeline(engine, registry, settings)
-    jobs = Jobs(make_huey(settings.queue_url, name=settings.queue_name, immediate=immediate), pipeline)
-    return Runtime(settings, engine, box, registry, pipeline, jobs)
+    limiter = RateLimiter(engine, settings.status_rate_limit, settings.status_rate_window)
+    payments = Payments(engine, registry, settings, pipeline, limiter)
+    jobs = Jobs(make_huey(settings.queue_url, name=settings.queue_name, immediate=immediate),
+                pipeline, payments)
+    return Runtime(settings, engine, box, registry, pipeline, payments, jobs)

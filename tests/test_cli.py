@@ -40,7 +40,9 @@ def test_store_add_json_list_show_remove(cli):
     added = json.loads(cli("store", "add", "woocommerce", "--url", "HTTPS://Shop.example.com/",
                            *SECRET_ARGS, "--notification-type", "email", "--language", "ar",
                            "--note", "private", "--payment-method", "upay", "--status", "pending",
-                           "--currency", "kwd", "--json").output)
+                           "--currency", "kwd", "--paid-status", "completed",
+                           "--paid-after-cancel", "flag", "--reconcile-expiry-hours", "24",
+                           "--json").output)
     store_id = added["id"]
     assert added["webhook_url"] == f"https://bridge.example.com/webhooks/woocommerce/{store_id}"
 
@@ -53,7 +55,9 @@ def test_store_add_json_list_show_remove(cli):
     assert shown["url"] == "https://Shop.example.com"
     assert shown["settings"] == {"notification_type": "email", "language": "ar",
                                  "customer_note": False, "payment_methods": ["upay"],
-                                 "statuses": ["pending"], "currencies": ["KWD"]}
+                                 "statuses": ["pending"], "currencies": ["KWD"],
+                                 "paid_status": "completed", "paid_after_cancel": "flag",
+                                 "reconcile_expiry_hours": 24.0}
     text = cli("store", "show", store_id).output + json.dumps(shown) + cli("store", "list").output
     for secret in ("cs_fedcba9876543210", "whsec-cli-test", "upay-live-key-123456"):
         assert secret not in text  # shown masked only

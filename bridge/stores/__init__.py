@@ -22,6 +22,13 @@ class WebhookEvent:
     order: Order | None  # None for topics the bridge ignores
 
 
+@dataclass(frozen=True)
+class PaidResult:
+    # paid | reopened | already_paid | paid_otherwise | cancelled_left | left
+    outcome: str
+    status: str  # the order's status at the store afterwards
+
+
 class Store(Protocol):
     kind: str
     plugin_src: str  # UPay's plugin.src for orders from this platform
@@ -39,6 +46,11 @@ class Store(Protocol):
     def add_note(self, order_id: str, text: str, *, customer_note: bool) -> str: ...
 
     def find_note(self, order_id: str, contains: str) -> str | None: ...
+
+    def mark_paid(self, order_id: str, transaction_id: str, *, paid_status: str,
+                  reopen_cancelled: bool) -> PaidResult: ...
+
+    def customer_order_url(self, order: Order) -> str: ...
 
 
 StoreFactory = Callable[..., Store]

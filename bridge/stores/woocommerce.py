@@ -22,7 +22,7 @@ from ..errors import (MalformedBodyError, OrderNotFoundError, SignatureError, St
                       StoreConnectionError, StoreResponseError, StoreServerError)
 from ..models import Order
 from ..registry import StoreRecord
-from . import WebhookEvent
+from . import PaidResult, WebhookEvent
 from .woocommerce_payload import order_from_woocommerce
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,39 @@ class WooCommerceStore:
             if isinstance(note, dict) and contains in str(note.get("note", "")):
                 return str(note.get("id", ""))
         return None
+
+    def mark_paid(self, order_id: str, transaction_id: str, *, paid_status: str = "processing",
+                  reopen_cancelled: bool = True) -> PaidResult:
+        """Move the order to paid the way WooCommerce accepts it; safe to repeat.
+
+        ``set_paid`` only acts while the order needs payment (pending or failed); WooCommerce
+        silently ignores it on an on-hold order, which needs an explicit status instead
+        (woocommerce.md §3.2). A cancelled order (the hold-stock timer) is re-opened the same way.
+        """
+        order = self.get_order(order_id)
+        status = str(order.get("status", ""))
+        if status in ("processing", "completed"):
+            same = str(order.get("transaction_id", "")) == transaction_id
+            return PaidResult("already_paid" if same else "paid_otherwise", status)
+        if status in ("pending", "failed"):
+            data: dict[str, Any] = {"set_paid": True, "transaction_id": transaction_id}
+        elif status == "on-hold" or (status == "cancelled" and reopen_cancelled):
+            data = {"status": paid_status, "transaction_id": transaction_id}
+        elif status == "cancelled":
+            return PaidResult("cancelled_left", status)
+        else:
+            return PaidResult("left", status)
+        updated = self._call("put", f"orders/{int(order_id)}", data)
+        new_status = str(updated.get("status", "")) if isinstance(updated, dict) else ""
+        if new_status not in ("processing", "completed"):
+            raise StoreResponseError(f"the store left the order {new_status or 'unchanged'} "
+                                     "after marking it paid", 200, "not_paid")
+        return PaidResult("reopened" if status == "cancelled" else "paid", new_status)
+
+    def customer_order_url(self, order: Order) -> str:
+        # WooCommerce's "order received" page; the order key lets a guest see it.
+        return (f"{self.record.url}/checkout/order-received/{order.external_id}/"
+                f"?key={order.order_key}")
 
     def _call(self, method: str, endpoint: str, data: Any = None,
               params: Mapping[str, str] | None = None) -> Any:

@@ -1,20 +1,21 @@
 """What UPay sends back: the server notification and the customer's browser (return/cancel).
 
-The notification is unsigned (upay-api.md §6.2): it is only recorded here, never trusted. The
-return and cancel pages read UPay's parameters despite the double-``?`` quirk.
+Neither is trusted. The notification is unsigned (upay-api.md §6.2) and the browser's parameters
+can be typed by anyone: both only make a worker ask UPay's status API (``bridge.payments``). The
+return and cancel pages read UPay's parameters despite the double-``?`` quirk, then wait for the
+confirmed status and send the customer back to the store.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from flask import Blueprint, jsonify, render_template_string, request
 
-from .. import db
 from ..app import runtime
 from ..errors import UnknownStoreError
+from ..registry import StoreRecord
 from ..upay import redirect_fields
 
 bp = Blueprint("upay_callbacks", __name__, url_prefix="/upay")
@@ -23,66 +24,110 @@ bp = Blueprint("upay_callbacks", __name__, url_prefix="/upay")
 # an unauthenticated caller cannot make the bridge store arbitrary data.
 FIELDS = ("payment_id", "result", "post_date", "tran_id", "ref", "track_id", "auth", "order_id",
           "requested_order_id", "refund_order_id", "payment_type", "payment_method", "invoice_id",
-          "transaction_date", "receipt_id", "trn_udf", "upay_order_id")
+          "transaction_date", "receipt_id", "trn_udf")
 
 
-def _known(fields: dict[str, Any]) -> dict[str, str]:
+def _known(fields: Any) -> dict[str, str]:
+    if not isinstance(fields, dict):
+        return {}
     return {k: str(fields[k])[:200] for k in FIELDS if k in fields and fields[k] is not None}
 
 
-def _record(store_id: str, kind: str, fields: dict[str, str]) -> None:
-    rt = runtime()
-    if rt.registry.find(store_id[:32]) is None:
+def _store(store_id: str) -> StoreRecord:
+    record = runtime().registry.find(store_id[:32])
+    if record is None:
         raise UnknownStoreError(f"no store with id {store_id[:32]!r}")
-    with rt.engine.begin() as conn:
-        conn.execute(db.notifications.insert().values(
-            store_id=store_id, kind=kind, fields=json.dumps(fields, sort_keys=True),
-            received_at=time.time()))
+    return record
 
 
 @bp.post("/notify/<store_id>")
 def notify(store_id: str) -> Any:
+    record = _store(store_id)
     if request.is_json:
-        data = request.get_json(silent=True)
-        fields = data if isinstance(data, dict) else {}
+        fields = _known(request.get_json(silent=True))
     else:
-        fields = request.form.to_dict() or request.args.to_dict()
-    _record(store_id, "notify", _known(fields))
-    # UPay records our answer as notify_url_response (upay-api.md §5.2).
+        fields = _known(request.form.to_dict() or request.args.to_dict())
+    runtime().payments.on_notification(record, fields)
+    # UPay records our answer as notify_url_response (upay-api.md §5.2). The same answer for a
+    # notification that matched nothing: a forger learns nothing from it.
     return jsonify({"success": True, "message": "Success"}), 200
 
 
 PAGE = """<!doctype html>
 <html lang="{{ lang }}" dir="{{ 'rtl' if lang == 'ar' else 'ltr' }}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ title }}</title></head>
-<body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 3rem auto;">
-<h1>{{ title }}</h1><p>{{ text }}</p></body></html>"""
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{{ t.title }}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}
+#status{font-size:1.1rem}</style></head>
+<body><h1>{{ t.title }}</h1><p id="status">{{ t.text }}</p>
+{% if link %}<p><a id="back" href="{{ link }}">{{ t.link }}</a></p>{% endif %}
+{% if poll %}<script>
+(function () {
+  var url = {{ poll | tojson }}, started = Date.now(), el = document.getElementById("status");
+  var texts = {{ t | tojson }};
+  function check() {
+    fetch(url, {headers: {"Accept": "application/json"}}).then(function (r) { return r.json(); })
+      .then(function (s) {
+        if (s.state === "paid" && s.redirect) { el.textContent = texts.paid; window.location.href = s.redirect; return; }
+        if (s.state === "review") { el.textContent = texts.review; return; }
+        if (Date.now() - started > 120000) { el.textContent = texts.slow; return; }
+        setTimeout(check, 2000);
+      }).catch(function () { setTimeout(check, 4000); });
+  }
+  setTimeout(check, 1000);
+})();
+</script>{% endif %}
+</body></html>"""
 
 TEXTS = {
-    ("return", "en"): ("Thank you", "We are confirming your payment with UPayments. "
-                                    "Your order will be updated in a moment."),
-    ("return", "ar"): ("شكراً لك", "نتحقق من دفعتك لدى يو باي. سيتم تحديث طلبك خلال لحظات."),
-    ("cancel", "en"): ("Payment not completed", "Your payment was not completed. "
-                                                "You can pay later with the link on your order."),
-    ("cancel", "ar"): ("لم تكتمل عملية الدفع", "لم تكتمل دفعتك. يمكنك الدفع لاحقاً عبر الرابط في طلبك."),
+    ("return", "en"): dict(
+        title="Thank you", text="We are confirming your payment with UPayments…",
+        paid="Payment confirmed. Taking you back to the store…",
+        review="We received your payment; the store will contact you about your order.",
+        slow="This is taking longer than usual. Your order will be updated as soon as UPayments "
+             "confirms the payment; you can close this page.", link="Back to the store"),
+    ("return", "ar"): dict(
+        title="شكراً لك", text="نتحقق من دفعتك لدى يو باي…",
+        paid="تم تأكيد الدفع. نعيدك إلى المتجر…",
+        review="استلمنا دفعتك؛ سيتواصل معك المتجر بشأن طلبك.",
+        slow="يستغرق التحقق وقتاً أطول من المعتاد. سيتم تحديث طلبك فور تأكيد يو باي للدفع؛ "
+             "يمكنك إغلاق هذه الصفحة.", link="العودة إلى المتجر"),
+    ("cancel", "en"): dict(
+        title="Payment not completed", text="Your payment was not completed. Your order is "
+        "still waiting for payment; you can pay later with the link on your order.",
+        paid="", review="", slow="", link="Back to the store"),
+    ("cancel", "ar"): dict(
+        title="لم تكتمل عملية الدفع", text="لم تكتمل دفعتك. ما زال طلبك بانتظار الدفع، ويمكنك "
+        "الدفع لاحقاً عبر الرابط في طلبك.", paid="", review="", slow="", link="العودة إلى المتجر"),
 }
 
 
-def _page(kind: str, store_id: str, ref: str) -> Any:
+def _page(kind: str, store_id: str, token: str) -> Any:
+    record = _store(store_id)
     fields = _known(redirect_fields(request.query_string.decode("utf-8", "replace")))
-    fields["upay_order_id"] = ref[:40]
-    _record(store_id, kind, fields)
-    record = runtime().registry.get(store_id[:32])
+    attempt = runtime().payments.on_return(record, token[:40], kind, fields)
     lang = record.settings.language.value
-    title, text = TEXTS[(kind, lang)]
-    return render_template_string(PAGE, lang=lang, title=title, text=text)
+    poll = f"/upay/status/{record.id}/{token[:40]}" if attempt is not None and kind == "return" \
+        else None
+    link = record.url + "/"
+    if attempt is not None:
+        payload = json.loads(runtime().pipeline._row(attempt.order_id).payload)
+        link = str(payload.get("payment_url") or link) if kind == "cancel" else link
+    status = 200 if attempt is not None else 404
+    return render_template_string(PAGE, lang=lang, t=TEXTS[(kind, lang)], poll=poll,
+                                  link=link), status
 
 
-@bp.get("/return/<store_id>/<ref>")
-def returned(store_id: str, ref: str) -> Any:
-    return _page("return", store_id, ref)
+@bp.get("/return/<store_id>/<token>")
+def returned(store_id: str, token: str) -> Any:
+    return _page("return", store_id, token)
 
 
-@bp.get("/cancel/<store_id>/<ref>")
-def cancelled(store_id: str, ref: str) -> Any:
-    return _page("cancel", store_id, ref)
+@bp.get("/cancel/<store_id>/<token>")
+def cancelled(store_id: str, token: str) -> Any:
+    return _page("cancel", store_id, token)
+
+
+@bp.get("/status/<store_id>/<token>")
+def status(store_id: str, token: str) -> Any:
+    record = _store(store_id)
+    return jsonify(runtime().payments.status_for(record, token[:40]))

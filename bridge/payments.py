@@ -1,0 +1,324 @@
+"""From "the customer paid" to "the order is paid in the store": exactly once, never on a forged
+or mistaken signal.
+
+Three things say "look now": UPay's notification (unsigned), the customer's browser coming back,
+and the reconciler, which asks about invoices still open because UPay's notification sometimes
+never arrives (upay-api.md §6.2, §15). All three lead to ``confirm``, which asks UPay's
+``get-payment-status`` through the per-key rate limiter and applies the verdict of
+``bridge.confirmation``. A confirmed payment is recorded under its UPay track id (unique), in
+the same transaction as the store actions it causes, so ten notifications and a racing return
+page still make one transition and one note.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Callable, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from . import db
+from .config import Settings
+from .confirmation import Outcome, Verdict, next_check_delay, verdict_from_status
+from .errors import UPayError
+from .money import quantize
+from .notes import (double_payment_note, payment_confirmed_note, payment_mismatch_note,
+                    payment_not_completed_note)
+from .pipeline import Pipeline, _event
+from .ratelimit import RateLimiter, key_id
+from .registry import StoreRecord, StoreRegistry
+from .stores import adapter_for
+
+logger = logging.getLogger(__name__)
+
+RETURN_WATCH_SECONDS = 10 * 60  # after the customer came back, look again often for this long
+
+
+class Payments:
+    def __init__(self, engine: Engine, registry: StoreRegistry, settings: Settings,
+                 pipeline: Pipeline, limiter: RateLimiter, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.pipeline = pipeline
+        self.limiter = limiter
+        self.clock = clock
+        # Set by the job queue: schedule(order_pk, hint, delay); a hint is what the signal said
+        # (source, track_id, upay_order_id, claimed result), never trusted.
+        self.schedule: Callable[[int, dict, float], None] = lambda *a: None
+
+    # -- signals in (web requests: record, match, queue, return) -------------------------------
+
+    def on_notification(self, record: StoreRecord, fields: Mapping[str, str]) -> str:
+        attempt = self._attempt_by("upay_order_id", fields.get("requested_order_id", ""))
+        pk = attempt.order_id if attempt is not None and self._owned(attempt, record) else None
+        state = "matched" if pk else "unmatched"
+        self._record_signal(record.id, "notify", fields, state, pk)
+        if pk is None:
+            logger.warning("suspicious UPay notification for store %s: requested_order_id %r is "
+                           "not an invoice of this store", record.id,
+                           fields.get("requested_order_id", "")[:40], extra={"store_id": record.id})
+            return state
+        self.schedule(pk, _hint("notify", fields, attempt.upay_order_id), 0.0)
+        return state
+
+    def on_return(self, record: StoreRecord, token: str, kind: str,
+                  fields: Mapping[str, str]) -> Any:
+        """The customer's browser is back from UPay (kind "return" or "cancel")."""
+        attempt = self._attempt_by("token", token)
+        if attempt is None or not self._owned(attempt, record):
+            self._record_signal(record.id, kind, fields, "unmatched", None)
+            return None
+        self._record_signal(record.id, kind, fields, "matched", attempt.order_id)
+        with self.engine.begin() as conn:
+            conn.execute(db.orders.update().where(db.orders.c.id == attempt.order_id)
+                         .values(returned_at=self.clock()))
+        # The browser's parameters are only a hint (never proof): confirm with UPay.
+        self.schedule(attempt.order_id, _hint(kind, fields, attempt.upay_order_id), 0.0)
+        return attempt
+
+    def status_for(self, record: StoreRecord, token: str) -> dict[str, Any]:
+        """What the waiting page shows; reads the database only, never UPay."""
+        attempt = self._attempt_by("token", token)
+        if attempt is None or not self._owned(attempt, record):
+            return {"state": "unknown"}
+        row = self.pipeline._row(attempt.order_id)
+        state = {"paid": "paid", "flagged": "review"}.get(row.payment_state, "pending")
+        out: dict[str, Any] = {"state": state}
+        if state == "paid":
+            store = adapter_for(record)
+            out["redirect"] = store.customer_order_url(store.parse_order(row.payload))
+        return out
+
+    # -- the confirmation job ------------------------------------------------------------------
+
+    def confirm(self, pk: int, hint: Mapping[str, str] | None = None) -> str:
+        hint = dict(hint or {"source": "reconcile"})
+        source = hint.get("source", "reconcile")
+        track_id, upay_order_id = hint.get("track_id", ""), hint.get("upay_order_id", "")
+        row = self.pipeline._row(pk)
+        record = self.registry.find(row.store_id) if row is not None else None
+        if row is None or record is None:
+            return "gone"
+        attempts = self._attempts(pk)
+        lookup = self._lookup(attempts, track_id, upay_order_id)
+        if lookup is None:
+            return "nothing-to-ask"
+        wait = self.limiter.acquire(key_id(record.secrets["upay_api_key"]))
+        if wait:
+            # Over UPay's budget for this key: ask again when a slot frees, never exceed it.
+            self.schedule(pk, hint, wait)
+            return "rate-limited"
+        try:
+            tx = self.pipeline._client(record).get_payment_status(**lookup)
+        except UPayError as exc:
+            return self._status_failed(row, record, hint, exc)
+        order = adapter_for(record).parse_order(row.payload)
+        verdict = verdict_from_status(tx, amount=quantize(order.total, order.currency),
+                                      currency=order.currency,
+                                      attempt_ids=[a.upay_order_id for a in attempts])
+        claimed = hint.get("claimed", "").upper()
+        if claimed == "CAPTURED" and verdict.outcome != Outcome.CAPTURED:
+            # Someone said "paid" and UPay says otherwise: a forgery or a mistake. Nothing changes.
+            logger.warning("suspicious %s for order %s of store %s: it claims CAPTURED, UPay says "
+                           "%s", source, row.external_id, record.id, verdict.result or "nothing",
+                           extra={"store_id": record.id, "order_id": row.external_id})
+            with self.engine.begin() as conn:
+                _event(conn, pk, self.clock(), "suspicious",
+                       f"{source} claimed CAPTURED; UPay says {verdict.result or 'nothing'}")
+        return self._apply(row, record, verdict, attempts, source)
+
+    def _lookup(self, attempts: list[Any], track_id: str, upay_order_id: str) -> dict | None:
+        # Our own invoice id is the authority for our invoices (a forged notification cannot
+        # point the check elsewhere); a track id is used only for an attempt UPay never gave an
+        # invoice id for (its answer was lost).
+        hinted = next((a for a in attempts if a.upay_order_id == upay_order_id), None)
+        if hinted is not None and hinted.invoice_id:
+            return {"invoice_id": hinted.invoice_id}
+        if hinted is not None and track_id:
+            return {"track_id": track_id}
+        created = [a for a in attempts if a.invoice_id]
+        return {"invoice_id": created[-1].invoice_id} if created else None
+
+    def _status_failed(self, row: Any, record: StoreRecord, hint: dict, exc: UPayError) -> str:
+        source = hint.get("source", "reconcile")
+        if exc.transient:
+            delay = min(300.0, max(5.0, getattr(exc, "retry_after", None) or 30.0))
+            self.schedule(row.id, hint, delay)
+            return "retrying"
+        logger.warning("UPay status for order %s of store %s (%s) failed: %s", row.external_id,
+                       record.id, source, exc, extra={"store_id": record.id,
+                                                      "order_id": row.external_id})
+        self._next_check(row)
+        with self.engine.begin() as conn:
+            _event(conn, row.id, self.clock(), "status_error", f"{source}: {exc}")
+        return "status-error"
+
+    def _apply(self, row: Any, record: StoreRecord, verdict: Verdict, attempts: list[Any],
+               source: str) -> str:
+        pk, lang, now = row.id, record.settings.language, self.clock()
+        attempt = next((a for a in attempts if a.upay_order_id == verdict.upay_order_id), None)
+        if verdict.outcome == Outcome.PENDING:
+            self._next_check(row, follow_up=source == "return")
+            return "pending"
+        if verdict.outcome == Outcome.MISMATCH:
+            logger.warning("suspicious UPay status for order %s of store %s (%s): %s",
+                           row.external_id, record.id, source, verdict.reason,
+                           extra={"store_id": record.id, "order_id": row.external_id})
+            with self.engine.begin() as conn:
+                _event(conn, pk, now, "suspicious", f"{source}: {verdict.reason}")
+                if verdict.result == "CAPTURED" and attempt is not None:
+                    # UPay confirms a capture on our invoice, but not for this order's amount or
+                    # currency: never paid, always the merchant's to look at.
+                    conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
+                        payment_state="flagged", reason=verdict.reason, updated_at=now))
+                    self.pipeline.add_action(pk, "note", f"mismatch:{verdict.track_id or pk}", conn,
+                                             text=payment_mismatch_note(verdict.reason, lang))
+            self.pipeline.schedule(pk, 0.0)
+            return "mismatch"
+        with self.engine.begin() as conn:
+            new = _insert_payment(conn, pk, attempt, verdict, source, now)
+            if not new:
+                return "already-recorded"
+            if verdict.outcome == Outcome.NOT_PAID:
+                _event(conn, pk, now, "payment_failed", verdict.reason)
+                self.pipeline.add_action(pk, "note", f"notpaid:{verdict.track_id or verdict.upay_order_id}",
+                                         conn, text=payment_not_completed_note(verdict.result, lang))
+                outcome = "not-paid"
+            else:
+                earlier = conn.execute(sa.select(sa.func.count()).where(
+                    db.payments.c.order_id == pk, db.payments.c.result == "CAPTURED",
+                    db.payments.c.track_id != verdict.track_id)).scalar()
+                if earlier:
+                    conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
+                        payment_state="flagged", reason="paid twice: refund one payment",
+                        updated_at=now))
+                    _event(conn, pk, now, "double_payment", f"second payment {verdict.payment_id}")
+                    self.pipeline.add_action(pk, "note", f"double:{verdict.track_id}", conn,
+                                             text=double_payment_note(payment_id=verdict.payment_id,
+                                                                      track_id=verdict.track_id,
+                                                                      language=lang))
+                    outcome = "double-payment"
+                else:
+                    conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
+                        payment_state="paid", paid_at=now, updated_at=now))
+                    _event(conn, pk, now, "payment_confirmed",
+                           f"{verdict.amount} {verdict.currency} payment {verdict.payment_id} "
+                           f"track {verdict.track_id} ({source})")
+                    self.pipeline.add_action(pk, "mark_paid", f"paid:{pk}", conn,
+                                             transaction_id=verdict.payment_id or verdict.track_id)
+                    self.pipeline.add_action(pk, "note", f"paid-note:{verdict.track_id}", conn,
+                                             text=payment_confirmed_note(
+                                                 amount=verdict.amount, currency=verdict.currency,
+                                                 payment_id=verdict.payment_id,
+                                                 track_id=verdict.track_id,
+                                                 payment_type=verdict.payment_type,
+                                                 upay_order_id=verdict.upay_order_id,
+                                                 language=lang))
+                    outcome = "paid"
+        logger.info("order %s of store %s: %s (%s)", row.external_id, record.id, outcome, source,
+                    extra={"store_id": record.id, "order_id": row.external_id})
+        self.pipeline.schedule(pk, 0.0)
+        return outcome
+
+    # -- reconciliation ------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Queue status checks for open invoices that are due, within each key's budget."""
+        now = self.clock()
+        o = db.orders.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(db.orders).where(
+                o.state == "done", o.payment_state == "open", o.invoice_id.is_not(None),
+                sa.or_(o.next_check_at.is_(None), o.next_check_at <= now),
+            ).order_by(o.returned_at.desc().nulls_last(), o.next_check_at.asc().nulls_first(),
+                       o.created_at.desc()).limit(2000)).all()
+        queued = 0
+        budgets: dict[str, int] = {}
+        records: dict[str, StoreRecord | None] = {}
+        for row in rows:
+            if row.store_id not in records:
+                records[row.store_id] = self.registry.find(row.store_id)
+            record = records[row.store_id]
+            if record is None:
+                continue
+            if now - row.created_at > record.settings.reconcile_expiry_hours * 3600:
+                self._set(row.id, payment_state="expired",
+                          event=("expired", "no payment before the store's expiry; the bridge "
+                                 "stops asking UPay (a late notification is still checked)"))
+                continue
+            key = key_id(record.secrets["upay_api_key"])
+            if key not in budgets:
+                budgets[key] = self.limiter.available(key)
+            if budgets[key] <= 0:
+                continue  # this key's budget is spent; its oldest checks wait for the next pass
+            budgets[key] -= 1
+            self._next_check(row)
+            self.schedule(row.id, {"source": "reconcile"}, 0.0)
+            queued += 1
+        return queued
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _next_check(self, row: Any, follow_up: bool = False) -> None:
+        now = self.clock()
+        returned = row.returned_at is not None and now - row.returned_at < RETURN_WATCH_SECONDS
+        delay = next_check_delay(now - row.created_at, returned)
+        self._set(row.id, next_check_at=now + delay, check_count=row.check_count + 1)
+        if follow_up and returned:
+            # A customer is waiting on the return page: look again soon, without waiting for
+            # the next reconcile pass (one chain, from the return, within the rate limit).
+            self.schedule(row.id, {"source": "return"}, delay)
+
+    def _set(self, pk: int, event: tuple[str, str] | None = None, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.orders.update().where(db.orders.c.id == pk).values(**values))
+            if event:
+                _event(conn, pk, self.clock(), *event)
+
+    def _attempt_by(self, column: str, value: str) -> Any:
+        if not value:
+            return None
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db.attempts).where(
+                getattr(db.attempts.c, column) == value[:40])).first()
+
+    def _owned(self, attempt: Any, record: StoreRecord) -> bool:
+        row = self.pipeline._row(attempt.order_id)
+        return row is not None and row.store_id == record.id
+
+    def _attempts(self, pk: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db.attempts).where(db.attempts.c.order_id == pk)
+                                .order_by(db.attempts.c.number)).all()
+
+    def _record_signal(self, store_id: str, kind: str, fields: Mapping[str, str], state: str,
+                       pk: int | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.notifications.insert().values(
+                store_id=store_id, kind=kind, fields=json.dumps(dict(fields), sort_keys=True),
+                state=state, order_id=pk, received_at=self.clock()))
+
+
+def _hint(source: str, fields: Mapping[str, str], upay_order_id: str) -> dict[str, str]:
+    return {"source": source, "track_id": fields.get("track_id", "")[:64],
+            "upay_order_id": upay_order_id, "claimed": fields.get("result", "")[:30]}
+
+
+def _insert_payment(conn: Any, pk: int, attempt: Any, verdict: Verdict, source: str,
+                    now: float) -> bool:
+    track = verdict.track_id or f"none:{verdict.upay_order_id}:{verdict.result}"
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    stmt = (dialect.insert(db.payments).values(
+        order_id=pk, attempt_id=attempt.id if attempt is not None else None, track_id=track[:64],
+        payment_id=verdict.payment_id, result=verdict.result or "?",
+        amount=str(verdict.amount) if verdict.amount is not None else "",
+        currency=verdict.currency, payment_type=verdict.payment_type,
+        upay_order_id=verdict.upay_order_id, source=source[:12], created_at=now)
+        .on_conflict_do_nothing(index_elements=["track_id"]))
+    return conn.execute(stmt).rowcount == 1

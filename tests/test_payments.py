@@ -1,0 +1,241 @@
+"""Payment confirmation end to end: UPay's notification, the customer's return, reconciliation,
+through the real HTTP interfaces of the bridge, the fake UPay and the fake WooCommerce store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+
+from bridge import db
+
+from .conftest import wait_for
+from .test_pipeline import BILLING
+
+
+@pytest.fixture
+def shop(fake_wc):
+    fake_wc.add_product(101, "Arabic Coffee 250g", "4.500", sku="COF-250")
+    return fake_wc
+
+
+def invoiced(bridge, shop, **order_kwargs):
+    order = shop.create_order([{"product_id": 101, "quantity": 2}], billing=BILLING, **order_kwargs)
+    shop.deliver_queued()
+    return order, bridge.wait_state(order["id"], "done")
+
+
+def payments(bridge, pk):
+    with bridge.runtime.engine.connect() as conn:
+        return conn.execute(db.payments.select().where(db.payments.c.order_id == pk)).all()
+
+
+def notes_with(shop, order_id, text):
+    return [n for n in shop.notes(order_id) if text in n["note"]]
+
+
+def test_paid_invoice_marks_the_order_paid_once(bridge, connect_store, shop, fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    redirect = fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: shop.order(order["id"])["status"] == "processing")
+    invoice = fake_upay.invoices[row.invoice_id]
+    paid = shop.order(order["id"])
+    assert paid["transaction_id"] == invoice.payment_id and paid["date_paid"]
+    wait_for(lambda: notes_with(shop, order["id"], "Payment confirmed"))
+    [note] = notes_with(shop, order["id"], "Payment confirmed")
+    for detail in (invoice.payment_id, invoice.track_id, "9.000 KWD", "knet"):
+        assert detail in note["note"]
+    assert note["customer_note"] is False
+    # the customer's return page waits for the confirmed status, then goes to the store
+    page = requests.get(redirect, timeout=5)
+    assert page.status_code == 200 and "/upay/status/" in page.text
+    token = redirect.split("/upay/return/")[1].split("?")[0].split("/")[1]
+    status = requests.get(f"{bridge.url}/upay/status/{row.store_id}/{token}", timeout=5).json()
+    assert status["state"] == "paid"
+    assert status["redirect"] == (f"{shop.base_url}/checkout/order-received/{order['id']}/"
+                                  f"?key={order['order_key']}")
+    assert bridge.order(order["id"]).payment_state == "paid"
+
+
+def test_cancelled_payment_leaves_the_order_payable(bridge, connect_store, shop, fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    redirect = fake_upay.complete_payment(row.invoice_id, "CANCELED")
+    assert "/upay/cancel/" in redirect
+    page = requests.get(redirect, timeout=5)
+    assert page.status_code == 200 and "not completed" in page.text
+    wait_for(lambda: notes_with(shop, order["id"], "did not complete"))
+    assert shop.order(order["id"])["status"] == "pending"
+    assert bridge.order(order["id"]).payment_state == "open"
+
+
+def test_forged_notification_changes_nothing(bridge, connect_store, shop, fake_upay, caplog):
+    record = connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    caplog.set_level(logging.WARNING)
+    forged = {"payment_id": "100326010000027219", "result": "CAPTURED", "track_id": "F" * 32,
+              "requested_order_id": row.upay_order_id, "invoice_id": "784"}
+    resp = requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged, timeout=5)
+    assert resp.status_code == 200 and resp.json() == {"success": True, "message": "Success"}
+    unknown = dict(forged, requested_order_id="sother-1-1")
+    assert requests.post(f"{bridge.url}/upay/notify/{record.id}", json=unknown,
+                         timeout=5).status_code == 200
+    wait_for(lambda: "claims CAPTURED" in caplog.text and "not an invoice of this store" in caplog.text)
+    time.sleep(0.5)
+    assert shop.order(order["id"])["status"] == "pending"
+    assert bridge.order(order["id"]).payment_state == "open"
+    assert payments(bridge, row.id) == []
+    assert len(shop.notes(order["id"])) == 1  # the payment link only
+
+
+def test_lost_notification_is_found_by_the_reconciler(bridge, connect_store, shop, fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    fake_upay.faults.add("notification", "drop")
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    time.sleep(0.5)
+    assert shop.order(order["id"])["status"] == "pending"
+    assert bridge.runtime.payments.reconcile() == 1
+    wait_for(lambda: shop.order(order["id"])["status"] == "processing")
+    assert [p.source for p in payments(bridge, row.id)] == ["reconcile"]
+
+
+def test_notification_and_return_racing_make_one_transition(bridge, connect_store, shop,
+                                                            fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    fake_upay.faults.add("notification", "duplicate", times=3)
+    redirect = fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    threads = [threading.Thread(target=requests.get, args=(redirect,), kwargs={"timeout": 5})
+               for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: notes_with(shop, order["id"], "Payment confirmed"))
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    time.sleep(1)
+    assert len(notes_with(shop, order["id"], "Payment confirmed")) == 1
+    assert len(payments(bridge, row.id)) == 1
+    changes = [n for n in shop.notes(order["id"]) if "Order status changed" in n["note"]]
+    assert len(changes) == 1  # WooCommerce saw one transition
+
+
+def test_duplicate_notifications_make_one_note(bridge, connect_store, shop, fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    fake_upay.faults.add("notification", "duplicate", times=10)
+    fake_upay.complete_payment(row.invoice_id, "NOT CAPTURED")
+    wait_for(lambda: notes_with(shop, order["id"], "did not complete"))
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    time.sleep(1)
+    assert len(notes_with(shop, order["id"], "did not complete")) == 1
+    assert shop.order(order["id"])["status"] == "pending"
+
+
+@pytest.mark.parametrize("policy,status,words", [("reopen", "processing", "re-opened"),
+                                                  ("flag", "cancelled", "refund the customer")])
+def test_paid_after_the_store_cancelled(bridge, connect_store, shop, fake_upay, policy, status,
+                                        words):
+    connect_store(bridge, paid_after_cancel=policy)
+    order, row = invoiced(bridge, shop)
+    shop.set_order_status(order["id"], "cancelled", "Unpaid order cancelled - time limit reached.")
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: notes_with(shop, order["id"], words))
+    assert shop.order(order["id"])["status"] == status
+    assert notes_with(shop, order["id"], "Payment confirmed")
+
+
+@pytest.mark.parametrize("field,value,words", [("amount", Decimal("1.000"), "paid 1.000 KWD"),
+                                               ("currency", "USD", "paid in USD")])
+def test_amount_or_currency_mismatch_is_flagged_not_paid(bridge, connect_store, shop, fake_upay,
+                                                         field, value, words):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    setattr(fake_upay.invoices[row.invoice_id], field, value)
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: notes_with(shop, order["id"], "does not match"))
+    assert words in notes_with(shop, order["id"], "does not match")[0]["note"]
+    assert shop.order(order["id"])["status"] == "pending"
+    assert bridge.order(order["id"]).payment_state == "flagged"
+
+
+def test_payment_on_a_superseded_attempt_counts_and_a_second_is_flagged(bridge, connect_store,
+                                                                         shop, fake_upay):
+    connect_store(bridge)
+    fake_upay.faults.add("charge", "timeout_after_create", seconds=3)
+    order, row = invoiced(bridge, shop)
+    first, second = bridge.attempts(row.id)
+    assert first.state == "unknown" and first.invoice_id is None
+    lost = next(i for i in fake_upay.invoices.values() if i.merchant_order_id == first.upay_order_id)
+    fake_upay.complete_payment(lost.invoice_id, "CAPTURED")  # the customer paid the lost invoice
+    wait_for(lambda: shop.order(order["id"])["status"] == "processing")
+    assert shop.order(order["id"])["transaction_id"] == fake_upay.invoices[lost.invoice_id].payment_id
+    fake_upay.complete_payment(second.invoice_id, "CAPTURED")  # and then the other one too
+    wait_for(lambda: notes_with(shop, order["id"], "paid twice") or
+             notes_with(shop, order["id"], "second confirmed"))
+    assert bridge.order(order["id"]).payment_state == "flagged"
+    assert len(payments(bridge, row.id)) == 2
+
+
+def test_arabic_return_page_is_right_to_left(bridge, connect_store, shop, fake_upay):
+    from bridge.models import Language
+    connect_store(bridge, language=Language.AR)
+    order, row = invoiced(bridge, shop)
+    page = requests.get(fake_upay.complete_payment(row.invoice_id, "CAPTURED"), timeout=5)
+    assert 'dir="rtl"' in page.text and 'lang="ar"' in page.text
+
+
+def test_rate_limiter_keeps_every_caller_under_the_limit(bridge_factory, connect_store, shop,
+                                                         fake_upay):
+    # time compressed: 5 calls per 2 s window stands for UPay's 30 per minute
+    bridge = bridge_factory(status_rate_limit=5, status_rate_window=2.0)
+    fake_upay.status_rate_limit = 5
+    fake_upay.clock = lambda: time.monotonic() * 30  # the fake's 60 s window is 2 s here
+    connect_store(bridge)
+    orders = []
+    for _ in range(16):
+        orders.append(invoiced(bridge, shop))
+    for _, row in orders[:4]:  # customers coming back at once, plus the reconciler
+        fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    started = time.monotonic()
+    while time.monotonic() - started < 7:
+        bridge.runtime.payments.reconcile()
+        time.sleep(0.3)
+    calls = sorted(r.at for r in fake_upay.requests if "get-payment-status" in r.path)
+    assert len(calls) >= 10
+    for i, at in enumerate(calls):
+        in_window = [c for c in calls[i:] if c - at < 2.0]
+        assert len(in_window) <= 5, f"{len(in_window)} status calls within 2 s"
+    statuses = [r for r in fake_upay.requests if "get-payment-status" in r.path]
+    assert all(getattr(r, "status_code", 201) != 429 for r in statuses)
+    for order, row in orders[:4]:
+        wait_for(lambda: shop.order(order["id"])["status"] == "processing", timeout=30)
+
+
+def test_reconciler_spends_the_budget_on_returned_customers_first_and_stops_at_expiry(
+        bridge_factory, connect_store, shop):
+    bridge = bridge_factory(status_rate_limit=2)
+    connect_store(bridge)
+    rows = [invoiced(bridge, shop)[1] for _ in range(5)]
+    bridge.stop_worker()
+    returned, expired = rows[3], rows[4]
+    with bridge.runtime.engine.begin() as conn:
+        conn.execute(db.orders.update().where(db.orders.c.id == returned.id)
+                     .values(returned_at=time.time()))
+        conn.execute(db.orders.update().where(db.orders.c.id == expired.id)
+                     .values(created_at=time.time() - 100 * 3600))
+    queued = []
+    bridge.runtime.payments.schedule = lambda pk, hint, delay: queued.append(pk)
+    assert bridge.runtime.payments.reconcile() == 2  # the key's budget
+    assert queued[0] == returned.id and expired.id not in queued
+    assert bridge.order(expired.external_id).payment_state == "expired"
+    # checked orders wait for their next turn; the others are next
+    queued.clear()
+    bridge.runtime.payments.reconcile()
+    assert set(queued) <= {rows[0].id, rows[1].id, rows[2].id} and returned.id not in queued
