@@ -109,6 +109,22 @@ def run_demo(keep_running: bool = False) -> int:
         meta = {m["key"]: m["value"] for m in store.order(order["id"]).get("meta_data", [])}
         click.echo(f"   order meta: upay_invoice_id={meta.get('upay_invoice_id')}, "
                    f"upay_invoice_url={meta.get('upay_invoice_url')}")
+
+        redirect = upay.complete_payment(str(meta.get("upay_invoice_id")), "CAPTURED")
+        _say("8. The customer pays on UPay's page:", "UPay notifies the bridge and sends the "
+             "browser back to it; the bridge confirms the payment with UPay's status API")
+        paid = _wait(lambda: store.order(order["id"])["status"] == "processing"
+                     and store.order(order["id"]), timeout=20)
+        if not paid:
+            click.echo("   the order was not marked paid: see `upay-bridge orders list`")
+            return 1
+        _say("9. The order is paid:", f"status {paid['status']}, transaction id "
+             f"{paid['transaction_id']}")
+        confirmed = _wait(lambda: [n for n in store.notes(order["id"])
+                                   if "Payment confirmed" in n["note"]], timeout=20)
+        if confirmed:
+            click.echo(f"   {confirmed[0]['note']}")
+        click.echo(f"   the customer's return page: {redirect.split('?')[0]}")
         if keep_running:
             _say("Running; press Ctrl-C to stop.", f"Open {meta.get('upay_invoice_url')} to see the "
                  "simulated payment page.")

@@ -7,3 +7,5 @@ def test_demo_shows_the_payment_link_on_the_order(capsys):
     assert "activation ping answered 200" in out
     assert "= order.amount 12.500 KWD" in out
     assert "Pay 12.500 KWD for this order with UPayments: http://127.0.0.1:" in out
+    assert "9. The order is paid: status processing" in out
+    assert "Payment confirmed with UPay: 12.500 KWD by knet" in out
