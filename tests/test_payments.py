@@ -239,3 +239,18 @@ def test_reconciler_spends_the_budget_on_returned_customers_first_and_stops_at_e
     queued.clear()
     bridge.runtime.payments.reconcile()
     assert set(queued) <= {rows[0].id, rows[1].id, rows[2].id} and returned.id not in queued
+
+
+def test_return_before_a_delayed_notification_makes_one_transition(bridge, connect_store, shop,
+                                                                   fake_upay):
+    connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+    fake_upay.faults.add("notification", "delay", seconds=1.5)
+    redirect = fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    assert requests.get(redirect, timeout=5).status_code == 200  # the browser comes back first
+    wait_for(lambda: shop.order(order["id"])["status"] == "processing")
+    wait_for(lambda: any(n.status_code == 200 for n in fake_upay.notifications))  # then UPay's
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    time.sleep(1)
+    assert len(payments(bridge, row.id)) == 1
+    assert len(notes_with(shop, order["id"], "Payment confirmed")) == 1
