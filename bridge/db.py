@@ -126,6 +126,19 @@ store_actions = sa.Table(
 )
 sa.Index("ix_store_actions_order", store_actions.c.order_id, store_actions.c.state)
 
+store_health = sa.Table(
+    "store_health", metadata,
+    sa.Column("store_id", sa.String(16), sa.ForeignKey("stores.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("webhook_ids", sa.Text, nullable=False, server_default="[]"),  # the bridge's own
+    sa.Column("webhook_status", sa.String(20), nullable=False, server_default=""),
+    sa.Column("last_check_at", sa.Float, nullable=True),
+    sa.Column("last_failure_at", sa.Float, nullable=True),
+    sa.Column("last_failure", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_catch_up_at", sa.Float, nullable=True),  # orders modified after this seen
+    sa.Column("reactivations", sa.Integer, nullable=False, server_default="0"),
+)
+
 rate_events = sa.Table(
     "rate_events", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
