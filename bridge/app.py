@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, current_app, jsonify, redirect, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
@@ -19,17 +19,26 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     app = Flask(__name__, instance_path=str(runtime.settings.data_dir))
     app.config.update(
         MAX_CONTENT_LENGTH=runtime.settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
+        # Sessions are signed with a key derived from the encryption key, so every web process
+        # of a deployment agrees without another secret to distribute.
+        SECRET_KEY=runtime.box.derive(b"flask-session"),
+        SESSION_COOKIE_NAME="upay_bridge_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=runtime.settings.public_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
     )
     if test_config:
         app.config.update(test_config)
     app.extensions["upay_bridge"] = runtime
 
-    from .web import health, upay_callbacks, webhooks
+    from .web import health, merchant, upay_callbacks, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(upay_callbacks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(merchant.bp)
+    app.add_url_rule("/", "index", lambda: redirect(url_for("merchant.home")))
 
     app.register_error_handler(SignatureError, lambda e: error_response(401, "bad_signature", str(e)))
     app.register_error_handler(UnknownStoreError, lambda e: error_response(404, "unknown_store", str(e)))
@@ -46,6 +55,11 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
         resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         resp.headers.setdefault("Cache-Control", "no-store")
+        if resp.mimetype == "text/html":
+            resp.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                "script-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
         return resp
 
     return app

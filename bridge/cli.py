@@ -107,6 +107,39 @@ def secret_key() -> None:
     click.echo(generate_key())
 
 
+@main.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-encrypt every stored secret with the newest key.
+
+    Put the new key first in UPAY_BRIDGE_SECRET_KEY (keeping the old one after it), run this,
+    then drop the old key.
+    """
+    rt = _runtime()
+    click.echo(f"re-encrypted the secrets of {rt.registry.rotate_secrets()} store(s)")
+
+
+@main.group()
+def merchant() -> None:
+    """Accounts for the settings page."""
+
+
+@merchant.command("create")
+@click.argument("email")
+@click.option("--password", envvar="UPAY_BRIDGE_MERCHANT_PASSWORD", prompt=True,
+              hide_input=True, confirmation_prompt=True,
+              help="(or env UPAY_BRIDGE_MERCHANT_PASSWORD; asked for when omitted)")
+@click.option("--language", type=click.Choice(["en", "ar"]), default="en", show_default=True)
+def merchant_create(email: str, password: str, language: str) -> None:
+    """Create a merchant account (the first one is made by the operator)."""
+    rt = _runtime()
+    try:
+        account = rt.accounts.create(email, password, language)
+    except BridgeError as exc:
+        _fail(str(exc))
+        return
+    click.echo(f"created {account.email}; sign in at {rt.settings.public_url}/app/login")
+
+
 # -- stores -------------------------------------------------------------------------------------
 
 @main.group()
@@ -157,13 +190,15 @@ def _store_json(rt: Runtime, record: StoreRecord) -> dict[str, Any]:
               help="a payment on an order the store cancelled: re-open it as paid, or only flag it")
 @click.option("--reconcile-expiry-hours", type=float, default=72.0, show_default=True,
               help="stop asking UPay about an unpaid invoice after this many hours")
+@click.option("--merchant", "merchant_email", default=None,
+              help="the merchant account that sees this store on the settings page")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret: str,
               webhook_secret: str | None, upay_api_key: str, upay_sandbox: bool,
               notification_type: str, language: str, note_kind: str,
               payment_methods: tuple[str, ...], statuses: tuple[str, ...],
               currencies: tuple[str, ...], paid_status: str, paid_after_cancel: str,
-              reconcile_expiry_hours: float, as_json: bool) -> None:
+              reconcile_expiry_hours: float, merchant_email: str | None, as_json: bool) -> None:
     """Register a store; prints its id and the webhook delivery URL."""
     rt = _runtime()
     generated = webhook_secret is None
@@ -174,11 +209,18 @@ def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret
         statuses=statuses or ("pending", "on-hold"), currencies=tuple(c.upper() for c in currencies),
         paid_status=paid_status, paid_after_cancel=paid_after_cancel,
         reconcile_expiry_hours=reconcile_expiry_hours)
+    owner = None
+    if merchant_email:
+        account = rt.accounts.by_email(merchant_email)
+        if account is None:
+            _fail(f"no merchant account {merchant_email!r} (create it with `merchant create`)")
+            return
+        owner = account.id
     try:
         record = rt.registry.add(kind, url, {
             "consumer_key": consumer_key, "consumer_secret": consumer_secret,
             "webhook_secret": webhook_secret, "upay_api_key": upay_api_key,
-        }, name=name, upay_sandbox=upay_sandbox, settings=settings)
+        }, name=name, upay_sandbox=upay_sandbox, settings=settings, merchant_id=owner)
     except BridgeError as exc:
         _fail(str(exc))
         return

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import ConfigError
 
@@ -27,6 +29,7 @@ class SecretBox:
         keys = [k for k in keys if k]
         if not keys:
             raise ConfigError("no encryption key configured")
+        self._keys = keys
         try:
             self._fernet = MultiFernet([Fernet(k.encode()) for k in keys])
         except (ValueError, TypeError) as exc:
@@ -41,6 +44,11 @@ class SecretBox:
             return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
         except InvalidToken as exc:
             raise ConfigError("a stored secret cannot be decrypted with the configured keys") from exc
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A key for another purpose (signing sessions), derived from the newest key."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"upay-bridge:" + purpose).derive(self._keys[0].encode("ascii"))
 
     def rotate(self, token: str) -> str:
         return self._fernet.rotate(token.encode("ascii")).decode("ascii")

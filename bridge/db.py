@@ -17,6 +17,26 @@ from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
 
+merchants = sa.Table(
+    "merchants", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(254), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("language", sa.String(2), nullable=False, server_default="en"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+installs = sa.Table(
+    "installs", metadata,
+    # One WooCommerce app authorization in progress: the token travels as wc-auth's user_id.
+    sa.Column("token", sa.String(64), primary_key=True),
+    sa.Column("merchant_id", sa.Integer, sa.ForeignKey("merchants.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("store_url", sa.String(500), nullable=False),
+    sa.Column("store_id", sa.String(16), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 stores = sa.Table(
     "stores", metadata,
     sa.Column("id", sa.String(16), primary_key=True),
@@ -29,6 +49,7 @@ stores = sa.Table(
     sa.Column("secrets", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("merchant_id", sa.Integer, nullable=True),  # who may see it on the settings page
 )
 
 orders = sa.Table(

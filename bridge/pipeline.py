@@ -41,8 +41,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import db
 from .config import Settings
-from .errors import (BridgeError, InvalidPayloadError, OrderNotFoundError, StoreAuthError,
-                     StoreError, UPayError, UPayRateLimitError)
+from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderNotFoundError,
+                     StoreAuthError, StoreError, UPayError, UPayRateLimitError)
 from .mapping import (invoice_blockers, invoice_request_from_order, reference_id_for,
                       upay_order_id_for)
 from .models import CallbackUrls, InvoiceOptions, Order
@@ -359,9 +359,11 @@ class Pipeline:
                 with self.engine.begin() as conn:
                     conn.execute(db.store_actions.update().where(a.id == action.id)
                                  .values(state="sending", updated_at=self.clock()))
-                note_id = store.add_note(row.external_id, data["text"], customer_note=False)
+                customer = bool(data.get("customer"))
+                note_id = store.add_note(row.external_id, data["text"], customer_note=customer)
+                kind = "customer note" if customer else "private note"
                 self._finish_action(action.id, row.id, f"note {note_id}", "note_written",
-                                    f"private note {note_id}: {data['text']}")
+                                    f"{kind} {note_id}: {data['text']}")
 
     def add_action(self, pk: int, kind: str, dedupe_key: str, conn: Connection | None = None,
                    **data: Any) -> bool:
@@ -422,6 +424,8 @@ class Pipeline:
     # -- rows ----------------------------------------------------------------------------------
 
     def _client(self, record: StoreRecord) -> UPayClient:
+        if not record.secrets.get("upay_api_key"):
+            raise ConfigError("no UPay API key is set for this store; add it on the settings page")
         key = (record.id, record.updated_at)
         with self._clients_lock:
             client = self._clients.get(key)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 
 from .payments import Payments
 from .pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from .store_health import StoreHealth
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = Fa
 class Jobs:
     """The bridge's tasks, bound to one pipeline."""
 
-    def __init__(self, huey: Huey, pipeline: Pipeline, payments: Payments) -> None:
+    def __init__(self, huey: Huey, pipeline: Pipeline, payments: Payments,
+                 health: StoreHealth) -> None:
         self.huey = huey
 
         @huey.task(name="process_order")
@@ -53,6 +57,16 @@ class Jobs:
         def reconcile() -> int:
             return payments.reconcile()
 
+        # Re-activate webhooks WooCommerce disabled, and catch up lost deliveries.
+        @huey.periodic_task(crontab(minute="*/5"), name="store_health")
+        def store_health() -> int:
+            return health.tick()
+
+        @huey.task(name="register_webhook", retries=6, retry_delay=20)
+        def register_webhook(store_id: str) -> None:
+            health.register_webhook(store_id)
+
+        self._register_webhook = register_webhook
         self._process_order = process_order
         self._confirm_payment = confirm_payment
         pipeline.schedule = self.enqueue
@@ -60,6 +74,9 @@ class Jobs:
 
     def enqueue(self, pk: int, delay: float = 0.0) -> None:
         self._submit(self._process_order, (pk,), delay)
+
+    def enqueue_webhook_setup(self, store_id: str) -> None:
+        self._submit(self._register_webhook, (store_id,), 0.0)
 
     def enqueue_confirmation(self, pk: int, hint: dict, delay: float = 0.0) -> None:
         self._submit(self._confirm_payment, (pk, hint), delay)

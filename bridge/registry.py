@@ -72,6 +72,7 @@ class StoreRecord:
     secrets: Mapping[str, str] = field(repr=False)
     created_at: float = 0.0
     updated_at: float = 0.0
+    merchant_id: int | None = None
 
     def public_dict(self) -> dict[str, Any]:
         """Everything but the secrets, which are shown as masked hints only."""
@@ -125,10 +126,13 @@ class StoreRegistry:
         self._box = box
 
     def add(self, kind: str, url: str, secrets: Mapping[str, str], *, name: str = "",
-            upay_sandbox: bool = False, settings: StoreSettings | None = None) -> StoreRecord:
+            upay_sandbox: bool = False, settings: StoreSettings | None = None,
+            merchant_id: int | None = None, require_upay_key: bool = True) -> StoreRecord:
         if kind not in REQUIRED_SECRETS:
             raise ConfigError(f"unknown store kind {kind!r}; known: {', '.join(REQUIRED_SECRETS)}")
-        missing = [k for k in REQUIRED_SECRETS[kind] if not secrets.get(k)]
+        # A store connected from the settings page gets its UPay key afterwards, on that page.
+        needed = [k for k in REQUIRED_SECRETS[kind] if require_upay_key or k != "upay_api_key"]
+        missing = [k for k in needed if not secrets.get(k)]
         if missing:
             raise ConfigError(f"missing secrets: {', '.join(missing)}")
         settings = settings or StoreSettings()
@@ -137,13 +141,13 @@ class StoreRegistry:
         record = StoreRecord(id=new_store_id(), kind=kind, name=name[:200], url=validate_store_url(url),
                              upay_sandbox=upay_sandbox, settings=settings,
                              secrets={k: str(v) for k, v in secrets.items() if v},
-                             created_at=now, updated_at=now)
+                             created_at=now, updated_at=now, merchant_id=merchant_id)
         with self._engine.begin() as conn:
             conn.execute(db.stores.insert().values(
                 id=record.id, kind=kind, name=record.name, url=record.url,
                 upay_sandbox=upay_sandbox, settings=settings.to_json(),
                 secrets=self._box.encrypt(json.dumps(dict(record.secrets))),
-                created_at=now, updated_at=now))
+                created_at=now, updated_at=now, merchant_id=merchant_id))
         return record
 
     def get(self, store_id: str) -> StoreRecord:
@@ -159,9 +163,12 @@ class StoreRegistry:
         except UnknownStoreError:
             return None
 
-    def list(self) -> list[StoreRecord]:
+    def list(self, merchant_id: int | None = None) -> list[StoreRecord]:
+        query = sa.select(db.stores).order_by(db.stores.c.created_at)
+        if merchant_id is not None:
+            query = query.where(db.stores.c.merchant_id == merchant_id)
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(db.stores).order_by(db.stores.c.created_at)).all()
+            rows = conn.execute(query).all()
         return [self._record(r) for r in rows]
 
     def remove(self, store_id: str) -> None:
@@ -178,19 +185,30 @@ class StoreRegistry:
             raise UnknownStoreError(f"no store with id {store_id!r}")
 
     def update(self, store_id: str, *, settings: StoreSettings | None = None,
-               secrets: Mapping[str, str] | None = None) -> StoreRecord:
+               secrets: Mapping[str, str] | None = None,
+               upay_sandbox: bool | None = None) -> StoreRecord:
         record = self.get(store_id)
         if settings is not None:
             validate_settings(record.kind, settings)
         merged = dict(record.secrets)
         merged.update({k: v for k, v in (secrets or {}).items() if v})
         record = replace(record, settings=settings or record.settings, secrets=merged,
-                         updated_at=time.time())
+                         updated_at=time.time(),
+                         upay_sandbox=record.upay_sandbox if upay_sandbox is None else upay_sandbox)
         with self._engine.begin() as conn:
             conn.execute(db.stores.update().where(db.stores.c.id == store_id).values(
-                settings=record.settings.to_json(),
+                settings=record.settings.to_json(), upay_sandbox=record.upay_sandbox,
                 secrets=self._box.encrypt(json.dumps(merged)), updated_at=record.updated_at))
         return record
+
+    def rotate_secrets(self) -> int:
+        """Re-encrypt every store's secrets with the newest key (after adding a key in front)."""
+        with self._engine.begin() as conn:
+            rows = conn.execute(sa.select(db.stores.c.id, db.stores.c.secrets)).all()
+            for row in rows:
+                conn.execute(db.stores.update().where(db.stores.c.id == row.id)
+                             .values(secrets=self._box.rotate(row.secrets)))
+        return len(rows)
 
     def _record(self, row: Any) -> StoreRecord:
         return StoreRecord(
@@ -198,4 +216,4 @@ class StoreRegistry:
             upay_sandbox=bool(row.upay_sandbox),
             settings=StoreSettings.from_mapping(json.loads(row.settings or "{}")),
             secrets=json.loads(self._box.decrypt(row.secrets)),
-            created_at=row.created_at, updated_at=row.updated_at)
+            created_at=row.created_at, updated_at=row.updated_at, merchant_id=row.merchant_id)

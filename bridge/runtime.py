@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from . import db
+from .accounts import Accounts
 from .config import Settings, load_settings
 from .crypto import SecretBox, load_or_create_keys
 from .payments import Payments
@@ -15,6 +16,7 @@ from .pipeline import Pipeline
 from .ratelimit import RateLimiter
 from .queue import Jobs, make_huey
 from .registry import StoreRegistry
+from .store_health import StoreHealth
 
 
 @dataclass
@@ -26,6 +28,8 @@ class Runtime:
     pipeline: Pipeline
     payments: Payments
     jobs: Jobs
+    health: StoreHealth
+    accounts: Accounts
 
     def close(self) -> None:
         self.engine.dispose()
@@ -50,6 +54,8 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True,
     pipeline = Pipeline(engine, registry, settings)
     limiter = RateLimiter(engine, settings.status_rate_limit, settings.status_rate_window)
     payments = Payments(engine, registry, settings, pipeline, limiter)
+    health = StoreHealth(engine, registry, pipeline, settings)
     jobs = Jobs(make_huey(settings.queue_url, name=settings.queue_name, immediate=immediate),
-                pipeline, payments)
-    return Runtime(settings, engine, box, registry, pipeline, payments, jobs)
+                pipeline, payments, health)
+    return Runtime(settings, engine, box, registry, pipeline, payments, jobs, health,
+                   Accounts(engine))

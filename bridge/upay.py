@@ -64,6 +64,12 @@ class UPayClient:
             invoice_id = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
         return Invoice(invoice_id=str(invoice_id), url=url, raw=data)
 
+    def check_key(self) -> bool:
+        """Ask UPay whether the key is valid (``check-merchant-api-key``, upay-api.md §10)."""
+        body = self._request("POST", "check-merchant-api-key", json_body={"apiKey": self._api_key})
+        data = body.get("data") if isinstance(body.get("data"), dict) else {}
+        return bool(data.get("isWhiteLabel", False))
+
     def get_payment_status(self, *, track_id: str | None = None, invoice_id: str | None = None,
                            session_id: str | None = None) -> dict[str, Any]:
         if track_id:

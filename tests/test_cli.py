@@ -103,3 +103,31 @@ def test_orders_list_and_show_on_an_empty_bridge(cli):
 def test_secret_key_prints_a_fernet_key(cli):
     from cryptography.fernet import Fernet
     Fernet(cli("secret-key").output.strip().encode())
+
+
+def test_merchant_account_and_store_ownership(cli, monkeypatch):
+    monkeypatch.setenv("UPAY_BRIDGE_MERCHANT_PASSWORD", "a long enough password")
+    assert "created owner@example.com" in cli("merchant", "create", "owner@example.com").output
+    assert cli("merchant", "create", "owner@example.com", ok=False).exit_code == 1
+    monkeypatch.setenv("UPAY_BRIDGE_MERCHANT_PASSWORD", "short")
+    assert "at least" in cli("merchant", "create", "x@example.com", ok=False).output
+    cli("store", "add", "woocommerce", "--url", "https://shop.example.com", *SECRET_ARGS,
+        "--merchant", "owner@example.com")
+    result = cli("store", "add", "woocommerce", "--url", "https://shop.example.com", *SECRET_ARGS,
+                 "--merchant", "nobody@example.com", ok=False)
+    assert "no merchant account" in result.output
+
+
+def test_rotating_the_encryption_key(cli, monkeypatch):
+    from cryptography.fernet import Fernet
+    old = generate_key()
+    monkeypatch.setenv("UPAY_BRIDGE_SECRET_KEY", old)
+    store_id = json.loads(cli("store", "add", "woocommerce", "--url", "https://shop.example.com",
+                              *SECRET_ARGS, "--json").output)["id"]
+    new = generate_key()
+    monkeypatch.setenv("UPAY_BRIDGE_SECRET_KEY", f"{new},{old}")
+    assert "1 store" in cli("rotate-secrets").output
+    monkeypatch.setenv("UPAY_BRIDGE_SECRET_KEY", new)  # the old key is gone: secrets still read
+    shown = json.loads(cli("store", "show", store_id, "--json").output)
+    assert shown["secrets"]["upay_api_key"].endswith("3456")
+    assert Fernet(new.encode())

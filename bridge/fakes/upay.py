@@ -6,6 +6,8 @@ and that this fake had to choose.
 
 * ``POST /api/v1/charge``: plain charge (hosted link) or create-invoice (``paymentGateway.src``).
 * ``GET /api/v1/get-payment-status[/<track_id>]`` by track_id, ``?invoice_id=`` or ``?session_id=``.
+* ``POST /api/v1/check-merchant-api-key`` (key in the body, Bearer optional) and
+  ``GET /api/v1/check-payment-button-status`` (§10).
 * Hosted pages ``/invoice/<id>`` and ``/pay?session_id=`` with Pay / Decline / Cancel buttons.
 * The redirect and the notification carry the §6.1 flat fields.
 * ``/_fake/...`` control endpoints let other processes script and inspect the fake over HTTP.
@@ -51,6 +53,14 @@ PRODUCTS_MESSAGE = "Parameter is missing please check product name, quantity, pr
 EXTRA_MERCHANTS_MESSAGE = "Create invoice does not work with extra merchants data"
 NOT_VALID_KEY_MESSAGE = "Not a valid API request"
 TOO_MANY_MESSAGE = "Too Many Attempts."
+VALID_KEY_MESSAGE = "Valid API key"
+
+# check-payment-button-status `data.payButtons` for a plain (non-whitelabel) sandbox merchant:
+# KNET and cards on, wallets off. Keys as the official plugins read them (§10).
+DEFAULT_PAY_BUTTONS: dict[str, bool] = {
+    "knet": True, "credit_card": True, "samsung_pay": False, "apple_pay": False,
+    "google_pay": False, "amex": False,
+}
 
 RESULTS = ("CAPTURED", "NOT CAPTURED", "CANCELED", "ERROR")
 NOTIFICATION_TYPES = ("email", "sms", "link", "all")
@@ -62,7 +72,9 @@ NOTIFICATION_FIELDS = (
     "receipt_id", "trn_udf",
 )
 
-API_ENDPOINTS = ("charge", "status")
+# Fault endpoint names: "key_check" is POST check-merchant-api-key, "buttons" is
+# GET check-payment-button-status.
+API_ENDPOINTS = ("charge", "status", "key_check", "buttons")
 API_FAULTS = ("timeout", "timeout_after_create", "slow", "status", "non_json", "rejected",
               "rate_limit")
 NOTIFICATION_FAULTS = ("drop", "duplicate", "delay", "json")
@@ -176,7 +188,8 @@ class Fault:
 class FaultScript:
     """Scripted failures, consumed in the order added by the next matching requests.
 
-    ``add(endpoint, kind, count=1, **params)``; endpoint "charge" or "status":
+    ``add(endpoint, kind, count=1, **params)``; endpoint "charge", "status", "key_check"
+    (check-merchant-api-key) or "buttons" (check-payment-button-status):
 
     * "timeout" (``seconds``=30): sleep, then 504 with nothing done.
     * "timeout_after_create" (``seconds``=30): act normally, then sleep before answering
@@ -258,6 +271,10 @@ class FakeUPay:
         self.faults = FaultScript()
         # Base URL of the last serve() (None until served, or when served by other means).
         self.url: str | None = None
+        # What check-payment-button-status and check-merchant-api-key report (§10); the
+        # sandbox key jtest123 is a non-whitelabel merchant (§0.3).
+        self.pay_buttons: dict[str, bool] = dict(DEFAULT_PAY_BUTTONS)
+        self.is_white_label = False
 
         self._lock = threading.RLock()
         self._status_hits: dict[str, deque[float]] = {}
@@ -438,9 +455,19 @@ class FakeUPay:
         def status(track_id: str | None = None) -> flask.Response:
             return self._api("status", lambda: self._status(track_id))
 
+        @app.post("/api/v1/check-merchant-api-key")
+        def check_merchant_api_key() -> flask.Response:
+            # CS-Cart sends no Authorization header, only the body (§2): the key is the body's.
+            return self._api("key_check", lambda: self._key_check(flask.g.upay_json), bearer=False)
+
+        @app.get("/api/v1/check-payment-button-status")
+        def check_payment_button_status() -> flask.Response:
+            return self._api("buttons", self._button_status)
+
         @app.route("/api/v1/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         def unknown_api(rest: str) -> flask.Response:
-            allowed = {"charge": "POST", "get-payment-status": "GET"}.get(rest.split("/")[0])
+            allowed = {"charge": "POST", "get-payment-status": "GET", "check-merchant-api-key": "POST",
+                       "check-payment-button-status": "GET"}.get(rest.split("/")[0])
             if allowed is not None:
                 # Laravel's wording for a known route called with the wrong method.
                 message = (f"The {flask.request.method} method is not supported for this route. "
@@ -538,9 +565,10 @@ class FakeUPay:
 
     # ----------------------------------------------------------------- API plumbing
 
-    def _api(self, endpoint: str, handler: Callable[[], flask.Response]) -> flask.Response:
+    def _api(self, endpoint: str, handler: Callable[[], flask.Response],
+             bearer: bool = True) -> flask.Response:
         """Latency, then scripted faults (they act in front of the app, like a proxy), then auth,
-        then the rate limit, then the handler."""
+        then the rate limit, then the handler. ``bearer=False``: the handler checks the key."""
         if self.latency > 0:
             time.sleep(self.latency)
         fault = self.faults.take(endpoint)
@@ -549,7 +577,7 @@ class FakeUPay:
             if early is not None:
                 return early
         key = _bearer_key(flask.request.headers.get("Authorization", ""))
-        if key is None or key not in self.valid_keys:
+        if bearer and (key is None or key not in self.valid_keys):
             # Observed 403 for unknown or non-activated keys; the docs say 401 (§2, §12).
             return _json_response({"message": NOT_VALID_KEY_MESSAGE}, 403)
         limit_headers: dict[str, str] = {}
@@ -668,6 +696,29 @@ class FakeUPay:
             if sms:
                 self.messages.append({"channel": "sms", "to": _text(customer.get("mobile")),
                                       "invoice_id": inv.invoice_id, "url": inv.url})
+
+    # ----------------------------------------------------------------- merchant utilities
+
+    def _key_check(self, body: Any) -> flask.Response:
+        """check-merchant-api-key (§10): validates ``apiKey`` from the body.
+
+        [INF] No doc page exists: success is 201 like the other documented successes; an
+        unknown, missing or non-string key gets the same 403 as a bad Bearer token; a Bearer
+        header, when sent (Magento does), is not what is checked.
+        """
+        key = body.get("apiKey") if isinstance(body, dict) else None
+        if not isinstance(key, str) or key not in self.valid_keys:
+            return _json_response({"message": NOT_VALID_KEY_MESSAGE}, 403)
+        return _json_response({"status": True, "message": VALID_KEY_MESSAGE,
+                               "data": {"isWhiteLabel": self.is_white_label}}, 201)
+
+    def _button_status(self) -> flask.Response:
+        """check-payment-button-status (§10, OAS): enabled methods and isWhiteLabel, 201.
+        [INF] Its documented 1 request/minute limit is not enforced; ``?source=sdk`` (Magento)
+        changes nothing."""
+        return _json_response({"status": True, "message": "Data received successfully",
+                               "data": {"payButtons": dict(self.pay_buttons),
+                                        "isWhiteLabel": self.is_white_label}}, 201)
 
     # ----------------------------------------------------------------- status
 

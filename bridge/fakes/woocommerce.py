@@ -35,6 +35,7 @@ import copy
 import gzip
 import hashlib
 import hmac
+import html
 import http.client
 import json
 import math
@@ -49,18 +50,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import quote, unquote, unquote_plus, urlsplit, urlencode
+from urllib.parse import quote, unquote, unquote_plus, urljoin, urlsplit, urlencode
 
 import flask
+import requests
 from werkzeug.wrappers import Response
 
 from bridge.fakes.server import ServedApp, serve_wsgi
 
 __all__ = [
+    "AuthCallback",
     "Delivery",
     "Fault",
     "FaultScript",
     "FakeWooCommerce",
+    "WCAuthError",
+    "php_filter_validate_url",
     "php_rawurlencode",
     "webhook_signature",
     "wp_json_encode",
@@ -381,6 +386,153 @@ def _wp_generate_password(length: int = 50) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# App authorization helpers (WC_Auth, §4.4) -- PHP/WordPress functions it relies on
+# --------------------------------------------------------------------------------------------
+
+# WC_Auth::get_i18n_scope() and get_permissions_in_scope() (includes/class-wc-auth.php).
+WC_AUTH_SCOPE_LABELS: dict[str, str] = {"read": "Read", "write": "Write", "read_write": "Read/Write"}
+WC_AUTH_SCOPE_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "read": ("View coupons", "View customers", "View orders and sales reports", "View products"),
+    "write": ("Create webhooks", "Create coupons", "Create customers", "Create orders",
+              "Create products"),
+    "read_write": ("Create webhooks", "View and manage coupons", "View and manage customers",
+                   "View and manage orders and sales reports", "View and manage products"),
+}
+# The order make_validation() checks them in, which decides which error a request gets first.
+_WC_AUTH_PARAMS = ("app_name", "user_id", "return_url", "callback_url", "scope")
+WC_AUTH_SEND_FAILED = ("An error occurred in the request and at the time were unable to send "
+                       "the consumer data")
+
+# ext/filter php_filter_url(): FILTER_VALIDATE_URL first sanitizes with this alphabet and fails
+# when anything was removed (spaces, non-ASCII, control characters).
+_FILTER_URL_CHARS = re.compile(r"^[A-Za-z0-9$\-_.+!*'(),{}|\\^~\[\]`<>#%\";/?:@&=]*$")
+_USERINFO_RE = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*$")
+
+
+def _php_urldecode(value: str) -> str:
+    """PHP ``urldecode``: ``+`` is a space, ``%XX`` a byte."""
+    return unquote_plus(value, errors="replace")
+
+
+def _esc_html(value: str) -> str:
+    """WordPress ``esc_html`` / ``esc_attr`` (htmlspecialchars with ENT_QUOTES)."""
+    return (value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#039;"))
+
+
+def _esc_url_attr(url: str) -> str:
+    """``esc_url`` for an href: spaces become %20, ``&`` becomes ``&#038;``, ``'`` ``&#039;``."""
+    url = url.strip().replace(" ", "%20")
+    return url.replace("&", "&#038;").replace("'", "&#039;").replace('"', "").replace("<", "") \
+        .replace(">", "")
+
+
+def _php_validate_domain(host: str) -> bool:
+    # _php_filter_validate_domain(..., FILTER_FLAG_HOSTNAME): alnum first and last, labels of
+    # alnum and "-" up to 63, no "-" next to a dot, 253 characters at most.
+    if host.endswith("."):
+        host = host[:-1]
+    if not host or len(host) > 253:
+        return False
+    if not host[0].isalnum() or not host[-1].isalnum() or not host.isascii():
+        return False
+    for label in host.split("."):
+        if not label or len(label) > 63 or label[0] == "-" or label[-1] == "-":
+            return False
+        if not re.fullmatch(r"[A-Za-z0-9-]+", label):
+            return False
+    return True
+
+
+def php_filter_validate_url(url: str) -> bool:
+    """PHP ``filter_var($url, FILTER_VALIDATE_URL) !== false`` (ext/filter/logical_filters.c).
+
+    A scheme is required; http(s) URLs need a valid host name or IP literal; other schemes need
+    a host except mailto/news/file; user info must be RFC 3986 characters.
+    """
+    import ipaddress
+
+    if not _FILTER_URL_CHARS.match(url):
+        return False
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):", url)
+    if match is None:
+        return False
+    scheme = match.group(1).lower()
+    try:
+        parts = urlsplit(url)
+        parts.port  # parse_url() fails on a bad or out-of-range port  # noqa: B018
+    except ValueError:
+        return False
+    host = parts.hostname or ""
+    if scheme in ("http", "https"):
+        if not host:
+            return False
+        if "[" in parts.netloc:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                return False
+        elif not _php_validate_domain(host):
+            return False
+    elif not host and scheme not in ("mailto", "news", "file"):
+        return False
+    if parts.username is not None and not _USERINFO_RE.match(parts.username):
+        return False
+    return True
+
+
+def _wc_trim_string(value: str, chars: int = 200, suffix: str = "...") -> str:
+    # wc_trim_string(): compares strlen() (bytes) but cuts with mb_substr() (characters).
+    if len(value.encode("utf-8")) > chars:
+        return value[:chars - len(suffix)] + suffix
+    return value
+
+
+def _sanitize_key(value: Any) -> str:
+    # WordPress sanitize_key(): lowercase, then only a-z 0-9 _ -.
+    if not isinstance(value, str):
+        return ""
+    return re.sub(r"[^a-z0-9_\-]", "", value.lower())
+
+
+def _add_query_arg(args: Iterable[tuple[str, str]], url: str) -> str:
+    """WordPress ``add_query_arg(array, $url)`` as far as WC_Auth uses it.
+
+    Existing parameters keep their place (a repeated key is replaced in place), new ones are
+    appended with ``&`` when the URL already has a query, and the #fragment stays last.
+    ASSUMPTION: values are %-encoded, as esc_url()/wp_sanitize_redirect() leave them.
+    """
+    url, hash_sign, fragment = url.partition("#")
+    base, question, query = url.partition("?")
+    pairs: list[list[str]] = [part.split("=", 1) for part in query.split("&") if part] \
+        if question else []
+    for key, value in args:
+        encoded = quote(str(value), safe="")
+        for pair in pairs:
+            if unquote_plus(pair[0]) == key:
+                pair[:] = [pair[0], encoded]
+                break
+        else:
+            pairs.append([quote(key, safe="[]"), encoded])
+    # add_query_arg() drops the "=" of empty values: "a=&b=1" becomes "a&b=1".
+    built = "&".join(p[0] if len(p) == 1 or p[1] == "" else f"{p[0]}={p[1]}" for p in pairs)
+    return base + ("?" + built if built else "") + (hash_sign + fragment)
+
+
+def _wp_die_html(message_html: str, title: str) -> str:
+    # _default_wp_die_handler(): the page every wp_die() shows (here "Access denied", §4.4).
+    return ('<!DOCTYPE html>\n<html lang="en-US">\n<head>\n'
+            '\t<meta http-equiv="Content-Type" content="text/html; charset=utf-8" />\n'
+            '\t<meta name="viewport" content="width=device-width">\n'
+            "\t<meta name='robots' content='max-image-preview:large, noindex, follow' />\n"
+            f"\t<title>{title}</title>\n"
+            '\t<style type="text/css">html{background:#f1f1f1;}body{background:#fff;margin:2em auto;}'
+            "</style>\n</head>\n"
+            f'<body id="error-page">\n\t<div class="wp-die-message"><p>{message_html}</p></div>'
+            "</body>\n</html>\n")
+
+
+# --------------------------------------------------------------------------------------------
 # Money
 # --------------------------------------------------------------------------------------------
 
@@ -477,6 +629,43 @@ class Delivery:
     def payload(self) -> Any:
         """The request body parsed as JSON (deliveries only)."""
         return json.loads(self.request_body)
+
+
+@dataclass
+class AuthCallback:
+    """One ``post_consumer_data()`` of the app authorization flow (§4.4).
+
+    ``hops`` holds every HTTP request made for it: WordPress follows up to 5 redirects
+    (``wp_safe_remote_post`` default ``redirection``), so a callback may take several.
+    """
+
+    url: str                      # callback_url as WooCommerce formatted it
+    body: bytes                   # the exact wp_json_encode() body posted
+    key_id: int
+    status: int | None = None     # final HTTP status; None when the transport failed
+    error: str | None = None      # the WP_Error message shown on the error page, if any
+    success: bool = False         # exactly HTTP 200
+    hops: list[Delivery] = field(default_factory=list)
+    started_at: float = 0.0
+
+    @property
+    def payload(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def status_code(self) -> int | None:
+        return self.status
+
+
+class WCAuthError(Exception):
+    """Raised by :meth:`FakeWooCommerce.approve_app` when the store answers with a page
+    instead of the final redirect (``wp_die`` "Access denied" pages, 404s...)."""
+
+    def __init__(self, status: int, message: str, page: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.page = page
 
 
 @dataclass
@@ -755,13 +944,21 @@ class FakeWooCommerce:
     * ``emails``: customer e-mails WooCommerce would have sent (customer notes)
     * ``requests``: every HTTP request received (method, path, query, auth kind, json, status)
     * ``faults``: a :class:`FaultScript`
+    * ``api_keys``: ``{wc_api_hash(consumer_key): row}``; keys made by the app authorization
+      flow carry a ``description``; ``deleted_api_keys`` lists rows a failed callback removed
+    * ``auth_callbacks``: :class:`AuthCallback` records of ``/wc-auth/v1/`` key posts
+
+    App authorization (``/wc-auth/v1/authorize``, §4.4) is modelled for a logged-in admin;
+    :meth:`approve_app` / :meth:`deny_app` press the grant screen's buttons. Its one deviation
+    from core: ``allow_http_callback=True`` accepts an ``http://`` callback_url (core insists
+    on https) so tests can use a loopback receiver.
 
     Assumptions beyond the references are marked "ASSUMPTION" in comments.
     """
 
     def __init__(self, decimals: int = 3, currency: str = "KWD", https: bool = False,
                  wc_version: str = "7.9.0", wp_version: str = "6.1.9",
-                 auto_deliver: bool = False) -> None:
+                 auto_deliver: bool = False, allow_http_callback: bool = False) -> None:
         self.decimals = decimals
         self.currency = currency
         self.https = https
@@ -798,6 +995,16 @@ class FakeWooCommerce:
         self.emails: list[dict[str, Any]] = []
         self.requests: list[dict[str, Any]] = []
         self.faults = FaultScript()
+
+        # App authorization (/wc-auth/v1/, §4.4). WC_Auth::make_validation() refuses any
+        # callback_url not starting with https://; the fake's ONE deviation is this switch,
+        # which also lets http:// through so tests can use a plain loopback receiver.
+        self.allow_http_callback = allow_http_callback
+        self.auth_callback_timeout = 60.0   # WC_Auth::post_consumer_data(): 'timeout' => 60
+        self.auth_callbacks: list[AuthCallback] = []
+        # Rows maybe_delete_key() removed from wp_woocommerce_api_keys (failed callbacks).
+        self.deleted_api_keys: list[dict[str, Any]] = []
+        self._auth_nonces: set[str] = set()
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -1651,9 +1858,10 @@ class FakeWooCommerce:
             ("Referer", url),
         ]
 
-    def _send(self, record: Delivery, timeout: float, success: Callable[[int], bool]) -> None:
-        """POST over HTTP/1.0 with the headers exactly in ``record.request_headers`` order,
-        no redirects followed."""
+    def _send(self, record: Delivery, timeout: float, success: Callable[[int], bool],
+              method: str = "POST") -> None:
+        """POST (or ``method``) over HTTP/1.0 with the headers exactly in
+        ``record.request_headers`` order, no redirects followed."""
         parts = urlsplit(record.url)
         start = time.monotonic()
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -1664,7 +1872,7 @@ class FakeWooCommerce:
             cls = _HTTPS10Connection if parts.scheme == "https" else _HTTP10Connection
             conn = cls(parts.hostname or "", port, timeout=timeout)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             for key, value in record.request_headers:
                 conn.putheader(key, value)
             conn.endheaders(record.request_body)
@@ -1767,6 +1975,11 @@ class FakeWooCommerce:
     def _handle(self, req: Any, raw_body: bytes, body_json: Any, record: dict[str, Any]) -> Response:
         home_path = urlsplit(self.base_url).path.rstrip("/")
         path = req.path
+        # WC_Auth::handle_auth_requests() runs on parse_request at priority 0, before the REST
+        # server (priority 10) and the theme, so it wins on any path that carries its vars.
+        auth_route = self._wc_auth_route(req, home_path)
+        if auth_route is not None:
+            return self._wc_auth_endpoint(req, raw_body, auth_route, record)
         prefix = f"{home_path}/wp-json"
         if not (path == prefix or path.startswith(prefix + "/")):
             return self._site_page(path, home_path, record)
@@ -2532,6 +2745,333 @@ class FakeWooCommerce:
         data = self._webhook_json(hook, ctx.scheme)
         del self.webhooks[item_id]
         return _Result(data)
+
+    # =========================================================================================
+    # App authorization: /wc-auth/v1/ (WC_Auth, includes/class-wc-auth.php; §4.4)
+    # =========================================================================================
+    #
+    # Real WooCommerce sends a visitor who is not logged in to a login form first; the fake
+    # assumes the admin (self.user_id, who has manage_woocommerce) is logged in, so "authorize"
+    # shows the grant screen at once and "login" redirects to "authorize" as core does for a
+    # logged-in user. Nonces are single-use here (WordPress nonces stay valid for 12-24 h), so a
+    # replayed approval fails with "Invalid nonce verification".
+
+    def approve_app(self, authorize_url: str) -> str:
+        """Do what the admin's browser does: open ``authorize_url`` (following the store's own
+        redirects, e.g. from ``login``), press *Approve*, and return the final redirect's
+        ``Location`` (``return_url?success=1&user_id=...``).
+
+        Raises :class:`WCAuthError` when the store answers with a page instead (validation
+        errors, a failed callback: the "Access denied" wp_die page, status 401).
+        """
+        status, headers, page, url = self._browse_to_grant_page(authorize_url)
+        match = re.search(r'<form id="approve"[^>]*\saction="([^"]*)"', page)
+        if status != 200 or match is None:
+            raise WCAuthError(status, self._page_message(page), page)
+        status, headers, page = self._browse("POST", urljoin(url, html.unescape(match.group(1))))
+        location = headers.get("location")
+        if status not in (301, 302, 303, 307, 308) or not location:
+            raise WCAuthError(status, self._page_message(page), page)
+        return location
+
+    def deny_app(self, authorize_url: str) -> str:
+        """Open ``authorize_url`` and return where *Deny* leads: core's Deny button is a plain
+        link to ``return_url?success=0&user_id=...`` (form-grant-access.php), so the store is
+        not called again and no key is created."""
+        status, _headers, page, url = self._browse_to_grant_page(authorize_url)
+        match = re.search(r'<a id="deny"[^>]*\shref="([^"]*)"', page)
+        if status != 200 or match is None:
+            raise WCAuthError(status, self._page_message(page), page)
+        return urljoin(url, html.unescape(match.group(1)))
+
+    def _browse_to_grant_page(self, url: str) -> tuple[int, dict[str, str], str, str]:
+        if url.startswith("/"):
+            url = self._home(self._home_scheme()) + url
+        for _ in range(5):
+            status, headers, page = self._browse("GET", url)
+            location = headers.get("location")
+            # Follow only the store's own redirects (login -> authorize), as a browser would.
+            if status in (301, 302, 303, 307, 308) and location \
+                    and urljoin(url, location).startswith(self._home(self._home_scheme())):
+                url = urljoin(url, location)
+                continue
+            return status, headers, page, url
+        return status, headers, page, url
+
+    def _browse(self, method: str, url: str) -> tuple[int, dict[str, str], str]:
+        """One browser request, no redirects followed: over HTTP when :meth:`serve` runs the
+        store, else through Flask's test client (same code path, minus the socket)."""
+        if self._served is not None:
+            resp = requests.request(method, url, allow_redirects=False,
+                                    timeout=self.auth_callback_timeout + 30)
+            return resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.text
+        parts = urlsplit(url)
+        with self.app.test_client() as client:
+            result = client.open(parts.path or "/", method=method,
+                                 query_string=parts.query,
+                                 base_url=f"{parts.scheme}://{parts.netloc}")
+            return (result.status_code, {k.lower(): v for k, v in result.headers.items()},
+                    result.get_data(as_text=True))
+
+    @staticmethod
+    def _page_message(page: str) -> str:
+        match = re.search(r'<div class="wp-die-message"><p>(.*?)</p>', page, re.S)
+        if match is None:
+            match = re.search(r"<h1[^>]*>(.*?)</h1>", page, re.S)
+        return html.unescape(match.group(1)).strip() if match else ""
+
+    def _wc_auth_route(self, req: Any, home_path: str) -> str | None:
+        """The route WC_Auth::handle_auth_requests() would act on, or None.
+
+        Pretty permalinks: rewrite rule ``^wc-auth/v([1]{1})/(.*)?`` on the home-relative path
+        (WordPress trims its slashes first). Without them, or on any other path, the public
+        query vars ``wc-auth-version`` and ``wc-auth-route`` (POST before GET, as WP::parse_request
+        reads them); both must be non-empty, and the version's value is never checked.
+        """
+        version: Any = ""
+        route: Any = ""
+        path = req.path
+        if path.startswith(home_path):
+            match = re.match(r"^wc-auth/v([1]{1})/(.*)", path[len(home_path):].strip("/"))
+            if match:
+                version, route = match.group(1), match.group(2)
+        query = _php_parse_str(req.query_string.decode("latin-1"))
+        post: dict[str, Any] = {}
+        if req.method == "POST" and req.mimetype == "application/x-www-form-urlencoded":
+            post = _php_parse_str(req.get_data(cache=True).decode("utf-8", "replace"))
+        for source in (query, post):
+            if isinstance(source.get("wc-auth-version"), str) and not _php_empty(source["wc-auth-version"]):
+                version = _sanitize_text_field(source["wc-auth-version"])
+            if isinstance(source.get("wc-auth-route"), str) and not _php_empty(source["wc-auth-route"]):
+                route = _sanitize_text_field(source["wc-auth-route"])
+        if _php_empty(version) or _php_empty(route):
+            return None
+        return str(route)
+
+    def _wc_auth_endpoint(self, req: Any, raw_body: bytes, route: str,
+                          record: dict[str, Any]) -> Response:
+        """WC_Auth::auth_endpoint(): validate, then login / authorize / access_granted; any
+        exception deletes the key it created and becomes wp_die("Error: <message>.", 401)."""
+        query = _php_parse_str(req.query_string.decode("latin-1"))
+        post: dict[str, Any] = {}
+        if req.method == "POST" and req.mimetype == "application/x-www-form-urlencoded" and raw_body:
+            post = _php_parse_str(raw_body.decode("utf-8", "replace"))
+        # $_REQUEST with PHP's default request_order "GP": POST values override GET ones.
+        request_vars = {**query, **post}
+        consumer: dict[str, Any] | None = None
+        try:
+            route = _sanitize_text_field(route).lower()
+            data = self._wc_auth_validate(request_vars)
+            if route == "login":
+                # Logged in: straight on to the grant screen.
+                return self._wp_redirect(self._wc_auth_build_url(data, "authorize"), record)
+            if route == "authorize":
+                record["status"] = 200
+                return Response(self._wc_auth_grant_page(data), 200,
+                                {"Content-Type": _HTML_TYPE, **self._nocache_headers()})
+            if route == "access_granted":
+                nonce = _sanitize_key(query.get("wc_auth_nonce"))
+                with self._lock:
+                    valid = nonce in self._auth_nonces
+                    self._auth_nonces.discard(nonce)
+                if not valid:
+                    raise _AuthDenied("Invalid nonce verification")
+                consumer = self._wc_auth_create_keys(data)
+                self._wc_auth_post_consumer_data(consumer, self._formatted_url(data["callback_url"]))
+                target = _add_query_arg([("success", "1"),
+                                         ("user_id", _sanitize_text_field(data["user_id"]))],
+                                        self._formatted_url(data["return_url"]))
+                return self._wp_redirect(target, record)
+            raise _AuthDenied("You do not have permission to access this page")
+        except _AuthDenied as exc:
+            if consumer is not None:
+                self._wc_auth_delete_key(consumer["key_id"])
+            record["status"] = 401
+            page = _wp_die_html(f"Error: {_esc_html(exc.message)}.", "Access denied")
+            return Response(page, 401, {"Content-Type": _HTML_TYPE, **self._nocache_headers()})
+
+    @staticmethod
+    def _formatted_url(url: str) -> str:
+        # WC_Auth::get_formatted_url(): urldecode() (a second time: PHP already decoded the
+        # query string), then https:// is assumed when there is no scheme separator.
+        url = _php_urldecode(url)
+        if "://" not in url:
+            url = "https://" + url
+        return url
+
+    def _wc_auth_validate(self, request_vars: Mapping[str, Any]) -> dict[str, str]:
+        """WC_Auth::make_validation(), message for message."""
+        data: dict[str, str] = {}
+        for name in _WC_AUTH_PARAMS:
+            value = request_vars.get(name)
+            if _php_empty(value):   # empty(): a missing value, "" and "0" all count as missing
+                raise _AuthDenied(f"Missing parameter {name}")
+            if not isinstance(value, str):   # user_id[]=1 and the like (is_scalar())
+                raise _AuthDenied(f"Invalid parameter {name}")
+            data[name] = value
+        if data["scope"] not in WC_AUTH_SCOPE_LABELS:
+            raise _AuthDenied(f"Invalid scope {_sanitize_text_field(data['scope'])}")
+        for name in ("return_url", "callback_url"):
+            formatted = self._formatted_url(data[name])
+            if not php_filter_validate_url(formatted):
+                # Core names the URL itself, not the parameter.
+                raise _AuthDenied(f"The {formatted} is not a valid URL")
+        callback = self._formatted_url(data["callback_url"]).lower()
+        if not callback.startswith("https://") \
+                and not (self.allow_http_callback and callback.startswith("http://")):
+            raise _AuthDenied("The callback_url needs to be over SSL")
+        return data
+
+    def _wc_auth_build_url(self, data: Mapping[str, str], endpoint: str) -> str:
+        # WC_Auth::build_url(): wc_get_endpoint_url('wc-auth/v1', $endpoint, home_url('/'))
+        # with pretty permalinks ("/%postname%/" adds the trailing slash), URLs formatted and
+        # rawurlencoded, the rest wc_clean()ed.
+        url = f"{self._home(self._home_scheme())}/wc-auth/v1/{endpoint}/"
+        return _add_query_arg([
+            ("app_name", _sanitize_text_field(data["app_name"])),
+            ("user_id", _sanitize_text_field(data["user_id"])),
+            ("return_url", self._formatted_url(data["return_url"])),
+            ("callback_url", self._formatted_url(data["callback_url"])),
+            ("scope", _sanitize_text_field(data["scope"])),
+        ], url)
+
+    def _wc_auth_grant_page(self, data: Mapping[str, str]) -> str:
+        # templates/auth/header.php + form-grant-access.php + footer.php. The one liberty:
+        # Approve is a form POSTing to the granted URL (core: a GET link to the same URL;
+        # access_granted reads its nonce from the query and ignores the method either way).
+        nonce = secrets.token_hex(5)   # wp_create_nonce(): 10 hex characters
+        with self._lock:
+            self._auth_nonces.add(nonce)
+        scope = _sanitize_text_field(data["scope"])
+        app_name = _esc_html(_sanitize_text_field(data["app_name"]))
+        granted = _add_query_arg([("wc_auth_nonce", nonce)], self._wc_auth_build_url(data, "access_granted"))
+        deny = _add_query_arg([("success", "0"), ("user_id", _sanitize_text_field(data["user_id"]))],
+                              self._formatted_url(data["return_url"]))
+        logout = _add_query_arg([("action", "logout"),
+                                 ("redirect_to", self._wc_auth_build_url(data, "login")),
+                                 ("_wpnonce", secrets.token_hex(5))],
+                                f"{self._home(self._home_scheme())}/wp-login.php")
+        permissions = "".join(f"\t\t<li>{_esc_html(p)}</li>\n" for p in WC_AUTH_SCOPE_PERMISSIONS[scope])
+        plugin_url = f"{self._home(self._home_scheme())}/wp-content/plugins/woocommerce"
+        return (
+            '<!DOCTYPE html>\n<html lang="en-US">\n<head>\n'
+            '\t<meta name="viewport" content="width=device-width" />\n'
+            '\t<meta http-equiv="Content-Type" content="text/html; charset=utf-8" />\n'
+            '\t<meta name="robots" content="noindex, follow" />\n'
+            "\t<title>Application authentication request</title>\n"
+            f'\t<link rel="stylesheet" href="{_esc_url_attr(plugin_url)}/assets/css/auth.css" '
+            'type="text/css" />\n'
+            '</head>\n<body class="wc-auth wp-core-ui">\n'
+            f'\t<h1 id="wc-logo"><img src="{_esc_url_attr(plugin_url)}/assets/images/woocommerce_logo.png" '
+            'alt="WooCommerce" /></h1>\n'
+            '\t<div class="wc-auth-content">\n\n'
+            f"<h1>\n\t{app_name} would like to connect to your store</h1>\n\n"
+            f'<p>\n\tThis will give "<strong>{app_name}</strong>" '
+            f"<strong>{WC_AUTH_SCOPE_LABELS[scope]}</strong> access which will allow it to:</p>\n\n"
+            f'<ul class="wc-auth-permissions">\n{permissions}</ul>\n\n'
+            '<div class="wc-auth-logged-in-as">\n'
+            f"\t<p>\n\t\tLogged in as {_esc_html(self.user_display_name)}\t\t"
+            f'<a href="{_esc_url_attr(logout)}" class="wc-auth-logout">Logout</a>\n\t</p>\n</div>\n\n'
+            '<p class="wc-auth-actions">\n'
+            f'\t<form id="approve" class="wc-auth-approve" method="post" action="{_esc_url_attr(granted)}">'
+            '<button type="submit" class="button button-primary">Approve</button></form>\n'
+            f'\t<a id="deny" href="{_esc_url_attr(deny)}" class="button wc-auth-deny">Deny</a>\n'
+            "</p>\n\n\t\t</div>\n\t</body>\n</html>\n"
+        )
+
+    def _wc_auth_create_keys(self, data: Mapping[str, str]) -> dict[str, Any]:
+        """WC_Auth::create_keys(): a key row for the LOGGED-IN user (not the app's user_id)."""
+        scope = data["scope"]
+        consumer_key, consumer_secret = self.add_api_key(scope)
+        description = "{} - API ({})".format(
+            _wc_trim_string(_sanitize_text_field(data["app_name"]), 170),
+            self._now().strftime("%Y-%m-%d %H:%M:%S"))   # gmdate(): UTC
+        with self._lock:
+            row = self.api_keys[_wc_api_hash(consumer_key)]
+            row["description"] = description
+            key_id = row["key_id"]
+        # Key order as create_keys() returns it; user_id is the app's string echoed back.
+        return {"key_id": key_id, "user_id": data["user_id"], "consumer_key": consumer_key,
+                "consumer_secret": consumer_secret, "key_permissions": scope}
+
+    def _wc_auth_delete_key(self, key_id: int) -> None:
+        # WC_Auth::maybe_delete_key(): DELETE ... WHERE key_id = %d.
+        with self._lock:
+            for key_hash, row in list(self.api_keys.items()):
+                if row["key_id"] == key_id:
+                    self.deleted_api_keys.append(self.api_keys.pop(key_hash))
+
+    def _wc_auth_post_consumer_data(self, consumer: dict[str, Any], url: str) -> AuthCallback:
+        """WC_Auth::post_consumer_data(): wp_safe_remote_post() of the JSON, 60 s timeout;
+        a transport error raises its WP_Error message, any status but exactly 200 the generic
+        one. WordPress follows up to 5 redirects (302/303 turn into GET, as browsers do:
+        WP_Http::browser_redirect_compatibility; 301/307/308 repeat the POST)."""
+        body = wp_json_encode(consumer).encode("utf-8")
+        callback = AuthCallback(url=url, body=body, key_id=int(consumer["key_id"]),
+                                started_at=self.clock())
+        method, target, payload = "POST", url, body
+        max_redirects = 5
+        try:
+            for hop in range(max_redirects + 1):
+                headers = [(k, v) for k, v in self._transport_headers(target) if k != "User-Agent"]
+                # WP_Http's default user agent (WooCommerce only overrides it for webhooks).
+                headers.insert(1, ("User-Agent",
+                                   f"WordPress/{self.wp_version}; {self._home(self._home_scheme())}"))
+                if method == "POST":
+                    headers += [("Content-Type", "application/json;charset=UTF-8"),
+                                ("Connection", "close"), ("Content-Length", str(len(payload)))]
+                else:
+                    headers += [("Connection", "close")]
+                record = Delivery(kind="auth_callback", webhook_id=0, order_id=None, topic="wc-auth",
+                                  url=target, request_headers=headers, request_body=payload,
+                                  started_at=self.clock())
+                self._send(record, self.auth_callback_timeout, success=lambda s: s == 200,
+                           method=method)
+                callback.hops.append(record)
+                if record.error is not None:
+                    callback.error = record.error.removeprefix("http_request_failed: ")
+                    break
+                status = record.status or 0
+                location = next((v for k, v in record.response_headers if k.lower() == "location"), None)
+                if (status in (300, 301, 302, 303, 307) or 307 < status < 400) and location:
+                    if hop == max_redirects:
+                        callback.error = "Too many redirects"   # Requests' toomanyredirects
+                        break
+                    if status in (302, 303):
+                        method, payload = "GET", b""
+                    target = urljoin(target, location)
+                    continue
+                callback.status = status
+                callback.success = status == 200
+                break
+        finally:
+            with self._lock:
+                self.auth_callbacks.append(callback)
+        if callback.error is not None:
+            raise _AuthDenied(callback.error)
+        if not callback.success:
+            raise _AuthDenied(WC_AUTH_SEND_FAILED)
+        return callback
+
+    def _wp_redirect(self, location: str, record: dict[str, Any]) -> Response:
+        # wp_redirect(): 302 with X-Redirect-By (WordPress 5.1+).
+        record["status"] = 302
+        return Response("", 302, {"Location": location, "X-Redirect-By": "WordPress",
+                                  "Content-Type": _HTML_TYPE, **self._nocache_headers()})
+
+    @staticmethod
+    def _nocache_headers() -> dict[str, str]:
+        # wp_die() and the logged-in admin's pages carry WordPress's nocache_headers().
+        return {"Expires": "Wed, 11 Jan 1984 05:00:00 GMT",
+                "Cache-Control": "no-cache, must-revalidate, max-age=0, no-store, private"}
+
+
+class _AuthDenied(Exception):
+    """An Exception thrown inside WC_Auth::auth_endpoint() (its message goes on the page)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class _Unsafe(Exception):

@@ -32,6 +32,8 @@ META_INVOICE_ID = "upay_invoice_id"
 META_INVOICE_URL = "upay_invoice_url"
 META_UPAY_ORDER_ID = "upay_order_id"
 _PING = re.compile(rb"^webhook_id=\d+$")
+CATCH_UP_PAGE_SIZE = 50
+_WEBHOOK_PAGES = 10  # 100 webhooks a page; a store has a handful
 
 
 def webhook_signature(body: bytes, secret: str) -> str:
@@ -135,10 +137,84 @@ class WooCommerceStore:
                                      "after marking it paid", 200, "not_paid")
         return PaidResult("reopened" if status == "cancelled" else "paid", new_status)
 
+    def check_connection(self) -> None:
+        """One cheap authenticated read: raises a StoreError saying what is wrong."""
+        self._call("get", "orders", params={"per_page": "1"})
+
     def customer_order_url(self, order: Order) -> str:
         # WooCommerce's "order received" page; the order key lets a guest see it.
         return (f"{self.record.url}/checkout/order-received/{order.external_id}/"
                 f"?key={order.order_key}")
+
+    # -- webhook upkeep and catch-up (bridge/store_health.py) ----------------------------------
+
+    def webhooks_for(self, delivery_url: str) -> list[dict[str, Any]]:
+        """Every webhook of the store, whatever its status, that delivers to ``delivery_url``."""
+        found: list[dict[str, Any]] = []
+        for page in range(1, _WEBHOOK_PAGES + 1):
+            hooks = self._call("get", "webhooks", params={"status": "all", "per_page": "100",
+                                                          "page": str(page), "orderby": "id",
+                                                          "order": "asc"})
+            hooks = hooks if isinstance(hooks, list) else []
+            found += [h for h in hooks if isinstance(h, dict)
+                      and _same_url(str(h.get("delivery_url", "")), delivery_url)]
+            if len(hooks) < 100:
+                break
+        return found
+
+    def ensure_webhook(self, topic: str, delivery_url: str, secret: str, name: str) -> dict[str, Any]:
+        """One active webhook for ``topic`` delivering to ``delivery_url`` with ``secret``.
+
+        An existing one (any status) is updated in place, so calling this again, or after a
+        POST whose answer was lost, never makes a second webhook. WooCommerce pings the URL
+        synchronously inside the POST (woocommerce.md §1.5), so the bridge must already know
+        the store, and it ignores ``status`` in a create body (§3.3): new webhooks are active.
+        """
+        existing = [h for h in self.webhooks_for(delivery_url)
+                    if str(h.get("topic", "")).lower() == topic.lower()]
+        if not existing:
+            return self._call("post", "webhooks", {"name": name, "topic": topic,
+                                                   "delivery_url": delivery_url, "secret": secret})
+        first: dict[str, Any] | None = None
+        for hook in existing:
+            # Every duplicate gets the secret too: one signing with an old secret would fail
+            # each delivery and be disabled by WooCommerce.
+            updated = self._call("put", f"webhooks/{int(hook['id'])}",
+                                 {"name": name, "secret": secret, "status": "active"})
+            first = first or updated
+        assert first is not None
+        return first
+
+    def remove_webhooks(self, delivery_url: str) -> int:
+        """Delete (``force=true``: webhooks have no trash) every webhook delivering to the URL."""
+        removed = 0
+        for hook in self.webhooks_for(delivery_url):
+            try:
+                self._call("delete", f"webhooks/{int(hook['id'])}", params={"force": "true"})
+            except StoreResponseError as exc:
+                if exc.code != "woocommerce_rest_shop_webhook_invalid_id":
+                    raise
+                continue  # deleted meanwhile
+            removed += 1
+        return removed
+
+    def reactivate_webhook(self, webhook_id: int) -> dict[str, Any]:
+        # WooCommerce keeps failure_count (woocommerce.md §1.6): one more failed delivery
+        # disables it again unless a delivery succeeds first.
+        return self._call("put", f"webhooks/{int(webhook_id)}", {"status": "active"})
+
+    def orders_modified_since(self, after_iso: str, page: int, *,
+                              statuses: tuple[str, ...] = ("pending", "on-hold")) -> list[dict[str, Any]]:
+        """One page (50, oldest first) of the orders awaiting payment modified after ``after_iso``.
+
+        ``after_iso`` is UTC, ``YYYY-MM-DDTHH:MM:SS``: ``dates_are_gmt`` makes WooCommerce
+        compare it with the GMT dates rather than the site's local time.
+        """
+        orders = self._call("get", "orders", params={
+            "status": ",".join(statuses), "modified_after": after_iso, "dates_are_gmt": "true",
+            "orderby": "date", "order": "asc", "per_page": str(CATCH_UP_PAGE_SIZE),
+            "page": str(int(page))})
+        return [o for o in orders if isinstance(o, dict)] if isinstance(orders, list) else []
 
     def _call(self, method: str, endpoint: str, data: Any = None,
               params: Mapping[str, str] | None = None) -> Any:
@@ -156,6 +232,10 @@ class WooCommerceStore:
         except requests.exceptions.RequestException as exc:
             raise StoreConnectionError(f"request to the store failed: {type(exc).__name__}") from None
         return _checked(resp)
+
+
+def _same_url(a: str, b: str) -> bool:
+    return a.strip().rstrip("/") == b.strip().rstrip("/")
 
 
 def _checked(resp: requests.Response) -> Any:

@@ -1,0 +1,95 @@
+"""Merchant accounts for the settings page: hashed passwords, throttled sign-in."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import db
+from .errors import ConfigError
+from .ratelimit import RateLimiter
+
+MIN_PASSWORD = 10
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A hash to compare against when the e-mail is unknown, so both answers take as long.
+_DUMMY_HASH = generate_password_hash("not-a-real-password")
+
+
+@dataclass(frozen=True)
+class Merchant:
+    id: int
+    email: str
+    language: str
+
+
+class SignInThrottled(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many attempts; try again in {int(retry_after) + 1} s")
+        self.retry_after = retry_after
+
+
+class Accounts:
+    def __init__(self, engine: Engine, *, attempts: int = 5, window: float = 900.0) -> None:
+        self.engine = engine
+        # Failed sign-ins per IP address and per account, in the same shared table as the UPay
+        # status budget (keys are prefixed, never an e-mail or IP in clear).
+        self.limiter = RateLimiter(engine, attempts, window)
+
+    def create(self, email: str, password: str, language: str = "en") -> Merchant:
+        email = email.strip().lower()
+        if not _EMAIL.match(email) or len(email) > 254:
+            raise ConfigError("not a valid e-mail address")
+        if len(password) < MIN_PASSWORD:
+            raise ConfigError(f"the password must have at least {MIN_PASSWORD} characters")
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(db.merchants.c.id).where(db.merchants.c.email == email)).first():
+                raise ConfigError(f"an account for {email} exists already")
+            pk = conn.execute(db.merchants.insert().values(
+                email=email, password_hash=generate_password_hash(password),
+                language=language if language in ("en", "ar") else "en",
+                created_at=time.time())).inserted_primary_key[0]
+        return Merchant(pk, email, language)
+
+    def authenticate(self, email: str, password: str, ip: str) -> Merchant | None:
+        email = email.strip().lower()[:254]
+        keys = [_key("ip", ip), _key("email", email)]
+        for key in keys:
+            if self.limiter.available(key) <= 0:
+                raise SignInThrottled(self.limiter.window)
+        row = self._row(db.merchants.c.email == email)
+        ok = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
+        if row is None or not ok:
+            for key in keys:
+                self.limiter.acquire(key)
+            return None
+        return Merchant(row.id, row.email, row.language)
+
+    def get(self, merchant_id: int) -> Merchant | None:
+        row = self._row(db.merchants.c.id == merchant_id)
+        return Merchant(row.id, row.email, row.language) if row else None
+
+    def by_email(self, email: str) -> Merchant | None:
+        row = self._row(db.merchants.c.email == email.strip().lower())
+        return Merchant(row.id, row.email, row.language) if row else None
+
+    def set_language(self, merchant_id: int, language: str) -> None:
+        if language not in ("en", "ar"):
+            return
+        with self.engine.begin() as conn:
+            conn.execute(db.merchants.update().where(db.merchants.c.id == merchant_id)
+                         .values(language=language))
+
+    def _row(self, where: Any) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db.merchants).where(where)).first()
+
+
+def _key(kind: str, value: str) -> str:
+    return "login:" + hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:24]

@@ -1,0 +1,107 @@
+"""The settings pages' security over real HTTP: sign-in, CSRF, tenant isolation, the install
+callback, SSRF, secrets never shown."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from bridge.netguard import check_store_url, webhook_delivery_problem
+from bridge.errors import ConfigError
+
+PASSWORD = "correct horse battery"
+
+
+def session_for(bridge, email: str) -> tuple[requests.Session, str]:
+    s = requests.Session()
+    page = s.get(f"{bridge.url}/app/login", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    resp = s.post(f"{bridge.url}/app/login", data={"email": email, "password": PASSWORD,
+                                                   "csrf_token": token}, timeout=5)
+    assert resp.status_code == 200 and "Your stores" in resp.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', resp.text).group(1)
+    return s, token
+
+
+@pytest.fixture
+def two_merchants(bridge, connect_store):
+    a = bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    b = bridge.runtime.accounts.create("b@example.com", PASSWORD)
+    store_a = connect_store(bridge)
+    with bridge.runtime.engine.begin() as conn:
+        from bridge import db
+        conn.execute(db.stores.update().where(db.stores.c.id == store_a.id).values(merchant_id=a.id))
+    return a, b, bridge.runtime.registry.get(store_a.id)
+
+
+def test_pages_need_a_signed_in_merchant(bridge):
+    resp = requests.get(f"{bridge.url}/app/", allow_redirects=False, timeout=5)
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/app/login")
+
+
+def test_session_cookie_and_security_headers(bridge):
+    bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    s = requests.Session()
+    page = s.get(f"{bridge.url}/app/login", timeout=5)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY"
+    cookie = page.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_a_merchant_sees_only_their_own_stores(bridge, two_merchants):
+    _, _, store = two_merchants
+    owner, _ = session_for(bridge, "a@example.com")
+    other, _ = session_for(bridge, "b@example.com")
+    assert owner.get(f"{bridge.url}/app/stores/{store.id}", timeout=5).status_code == 200
+    for path in ("", "/activity"):
+        assert other.get(f"{bridge.url}/app/stores/{store.id}{path}", timeout=5).status_code == 404
+    assert store.url not in other.get(f"{bridge.url}/app/", timeout=5).text
+
+
+def test_posts_without_the_csrf_token_change_nothing(bridge, two_merchants):
+    _, _, store = two_merchants
+    owner, token = session_for(bridge, "a@example.com")
+    form = {"upay_api_key": "stolen-key-123456", "notification_type": "sms", "language": "en",
+            "statuses": "pending", "paid_status": "processing", "paid_after_cancel": "reopen",
+            "reconcile_expiry_hours": "72"}
+    owner.post(f"{bridge.url}/app/stores/{store.id}", data=form, timeout=5)
+    owner.post(f"{bridge.url}/app/stores/{store.id}", data=dict(form, csrf_token="forged"), timeout=5)
+    unchanged = bridge.runtime.registry.get(store.id)
+    assert unchanged.secrets["upay_api_key"] == store.secrets["upay_api_key"]
+    assert unchanged.settings.notification_type.value == "link"
+    owner.post(f"{bridge.url}/app/stores/{store.id}", data=dict(form, csrf_token=token), timeout=5)
+    changed = bridge.runtime.registry.get(store.id)
+    assert changed.secrets["upay_api_key"] == "stolen-key-123456"  # the owner's own change
+    page = owner.get(f"{bridge.url}/app/stores/{store.id}", timeout=5).text
+    assert "stolen-key-123456" not in page and "3456" in page  # write-only, a hint at most
+
+
+def test_install_callback_needs_the_one_time_token(bridge):
+    for token, body in [("nope", {"user_id": "nope", "consumer_key": "ck", "consumer_secret": "cs",
+                                  "key_permissions": "read_write"}),
+                        ("nope", "not json")]:
+        resp = requests.post(f"{bridge.url}/app/connect/callback/{token}", json=body, timeout=5)
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_install"
+    assert bridge.runtime.registry.list() == []
+
+
+def test_store_urls_on_private_networks_are_refused():
+    for url in ("http://127.0.0.1:8080", "http://10.1.2.3", "http://169.254.169.254",
+                "http://[::1]/", "http://localhost"):
+        with pytest.raises(ConfigError):
+            check_store_url(url, allow_private=False)
+    check_store_url("http://127.0.0.1:8080", allow_private=True)
+    assert webhook_delivery_problem("http://127.0.0.1:8000")
+    assert webhook_delivery_problem("http://8.8.8.8:8000")  # a port WordPress will not call
+    assert not webhook_delivery_problem("https://8.8.8.8")
+
+
+def test_connect_form_refuses_a_private_store_url(bridge):
+    bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    s, token = session_for(bridge, "a@example.com")
+    resp = s.post(f"{bridge.url}/app/connect", data={"store_url": "http://127.0.0.1:9",
+                                                     "csrf_token": token}, timeout=5)
+    assert "loopback, private or link-local" in resp.text
