@@ -105,3 +105,29 @@ def test_connect_form_refuses_a_private_store_url(bridge):
     resp = s.post(f"{bridge.url}/app/connect", data={"store_url": "http://127.0.0.1:9",
                                                      "csrf_token": token}, timeout=5)
     assert "loopback, private or link-local" in resp.text
+
+
+def test_send_the_link_again_and_disconnect(bridge, two_merchants, fake_wc):
+    _, _, store = two_merchants
+    owner, token = session_for(bridge, "a@example.com")
+    fake_wc.add_product(1, "Coffee", "2.000")
+    order = fake_wc.create_order([{"product_id": 1, "quantity": 1}],
+                                 billing={"first_name": "A", "email": "a@example.com"})
+    fake_wc.deliver_queued()
+    row = bridge.wait_state(order["id"], "done")
+    resp = owner.post(f"{bridge.url}/app/stores/{store.id}/orders/{row.id}/resend",
+                      data={"csrf_token": token}, timeout=5)
+    assert resp.status_code == 200
+    from .conftest import wait_for
+    wait_for(lambda: len(fake_wc.notes(order["id"])) == 2)
+    assert all(n["customer_note"] and row.invoice_url in n["note"] for n in fake_wc.notes(order["id"]))
+    assert len(fake_wc.emails) == 2  # the customer got the link again
+    hooks = lambda: [w for w in (fake_wc.webhooks.values() if isinstance(fake_wc.webhooks, dict)
+                                 else fake_wc.webhooks)]
+    assert len(hooks()) == 1
+    resp = owner.post(f"{bridge.url}/app/stores/{store.id}/disconnect", data={"csrf_token": token},
+                      timeout=5)
+    assert "webhooks were removed" in resp.text
+    assert hooks() == [] or all((h.get("status") if isinstance(h, dict) else h.status) == "deleted"
+                                for h in hooks())
+    assert bridge.runtime.registry.find(store.id) is None
