@@ -32,12 +32,13 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
         app.config.update(test_config)
     app.extensions["upay_bridge"] = runtime
 
-    from .web import health, merchant, upay_callbacks, webhooks
+    from .web import health, merchant, saleor_app, upay_callbacks, webhooks
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(upay_callbacks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(merchant.bp)
+    app.register_blueprint(saleor_app.bp)
     app.add_url_rule("/", "index", lambda: redirect(url_for("merchant.home")))
 
     app.register_error_handler(SignatureError, lambda e: error_response(401, "bad_signature", str(e)))

@@ -43,6 +43,7 @@ class Settings:
     status_rate_limit: int = 30  # UPay status calls per window per API key (upay-api.md §5.1)
     status_rate_window: float = 60.0
     allow_private_store_urls: bool = False  # only for local tests: see bridge/netguard.py
+    saleor_allowed_api_urls: str = ""  # a regex; empty: any Saleor may install the app
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -88,6 +89,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
         status_rate_limit=_int(env, "STATUS_RATE_LIMIT", 30),
         status_rate_window=_float(env, "STATUS_RATE_WINDOW", 60.0),
+        saleor_allowed_api_urls=env.get(PREFIX + "SALEOR_ALLOWED_API_URLS", ""),
         allow_private_store_urls=env.get(PREFIX + "ALLOW_PRIVATE_STORE_URLS", "") in ("1", "true", "yes"),
         log_level=env.get(PREFIX + "LOG_LEVEL", "INFO"),
     )

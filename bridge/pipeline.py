@@ -50,8 +50,8 @@ from .money import quantize
 from .notes import (invoice_failed_note, not_invoiceable_note, paid_after_cancel_note,
                     payment_link_note)
 from .registry import StoreRecord, StoreRegistry
-from .stores import Store, WebhookEvent, adapter_for
-from .stores.woocommerce import META_INVOICE_ID, META_INVOICE_URL, META_UPAY_ORDER_ID
+from .stores import (META_INVOICE_ID, META_INVOICE_URL, META_UPAY_ORDER_ID, Store, WebhookEvent,
+                     adapter_for)
 from .upay import UPayClient
 
 logger = logging.getLogger(__name__)

@@ -20,6 +20,8 @@ from .models import Language, NotificationType
 # The secrets each kind of store needs; all are encrypted together in one column.
 REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
     "woocommerce": ("consumer_key", "consumer_secret", "webhook_secret", "upay_api_key"),
+    # Saleor: the app token from the install, the app's id and the store's cached JWKS.
+    "saleor": ("app_token", "upay_api_key"),
 }
 WOOCOMMERCE_STATUSES = ("pending", "on-hold", "failed", "processing", "completed", "cancelled",
                         "refunded")
@@ -109,7 +111,7 @@ def new_store_id() -> str:
     return "s" + "".join(pysecrets.choice(alphabet) for _ in range(9))
 
 
-def validate_store_url(url: str) -> str:
+def validate_store_url(url: str, kind: str = "woocommerce") -> str:
     parts = urlsplit(url.strip())
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"store URL must be an http(s) URL, got {url!r}")
@@ -117,7 +119,10 @@ def validate_store_url(url: str) -> str:
         raise ConfigError("store URL must not have a query string or fragment")
     # The woocommerce package picks Basic auth with a case-sensitive "https" prefix test
     # (woocommerce.md §5.2): store the scheme in lower case.
-    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path}".rstrip("/")
+    url = f"{parts.scheme.lower()}://{parts.netloc}{parts.path}"
+    # A Saleor store is its API URL, kept exactly as Saleor sends it in Saleor-Api-Url
+    # (with the trailing slash of "/graphql/", saleor.md §2.3).
+    return url if kind == "saleor" else url.rstrip("/")
 
 
 class StoreRegistry:
@@ -138,7 +143,8 @@ class StoreRegistry:
         settings = settings or StoreSettings()
         validate_settings(kind, settings)
         now = time.time()
-        record = StoreRecord(id=new_store_id(), kind=kind, name=name[:200], url=validate_store_url(url),
+        record = StoreRecord(id=new_store_id(), kind=kind, name=name[:200],
+                             url=validate_store_url(url, kind),
                              upay_sandbox=upay_sandbox, settings=settings,
                              secrets={k: str(v) for k, v in secrets.items() if v},
                              created_at=now, updated_at=now, merchant_id=merchant_id)
@@ -156,6 +162,12 @@ class StoreRegistry:
         if row is None:
             raise UnknownStoreError(f"no store with id {store_id!r}")
         return self._record(row)
+
+    def find_by_url(self, kind: str, url: str) -> StoreRecord | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(sa.select(db.stores).where(
+                db.stores.c.kind == kind, db.stores.c.url == url[:500])).first()
+        return self._record(row) if row is not None else None
 
     def find(self, store_id: str) -> StoreRecord | None:
         try:

@@ -33,8 +33,8 @@ from .config import Settings
 from .errors import StoreError
 from .pipeline import Pipeline, skip_reason
 from .registry import StoreRecord, StoreRegistry
-from .stores import Store, WebhookEvent, adapter_for
-from .stores.woocommerce import CATCH_UP_PAGE_SIZE, META_INVOICE_ID
+from .stores import META_INVOICE_ID, Store, WebhookEvent, adapter_for
+from .stores.woocommerce import CATCH_UP_PAGE_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,10 @@ class StoreHealth:
         recorded, and the next store is still served.
         """
         with self.engine.connect() as conn:
-            ids = conn.execute(sa.select(db.stores.c.id).order_by(db.stores.c.created_at)).scalars().all()
+            # WooCommerce only: it never retries and disables failing webhooks. Saleor retries
+            # failed deliveries itself and owns the webhooks of its apps.
+            ids = conn.execute(sa.select(db.stores.c.id).where(db.stores.c.kind == "woocommerce")
+                               .order_by(db.stores.c.created_at)).scalars().all()
         queued = 0
         for store_id in ids:
             try:

@@ -15,6 +15,13 @@ if TYPE_CHECKING:  # the registry pulls in SQLAlchemy; the payload parsers must 
     from ..registry import StoreRecord
 
 
+# What the bridge records on the store's order about its invoice (WooCommerce: order meta;
+# Saleor: a transaction whose pspReference and external URL carry the same facts).
+META_INVOICE_ID = "upay_invoice_id"
+META_INVOICE_URL = "upay_invoice_url"
+META_UPAY_ORDER_ID = "upay_order_id"
+
+
 @dataclass(frozen=True)
 class WebhookEvent:
     topic: str
@@ -69,7 +76,8 @@ StoreFactory = Callable[..., Store]
 
 
 def adapter_for(record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Store:
+    from .saleor import SaleorStore
     from .woocommerce import WooCommerceStore
 
-    adapters: dict[str, StoreFactory] = {"woocommerce": WooCommerceStore}
+    adapters: dict[str, StoreFactory] = {"woocommerce": WooCommerceStore, "saleor": SaleorStore}
     return adapters[record.kind](record, timeout=timeout)

@@ -28,9 +28,6 @@ from .woocommerce_payload import order_from_woocommerce
 logger = logging.getLogger(__name__)
 
 ORDER_CREATED = "order.created"
-META_INVOICE_ID = "upay_invoice_id"
-META_INVOICE_URL = "upay_invoice_url"
-META_UPAY_ORDER_ID = "upay_order_id"
 _PING = re.compile(rb"^webhook_id=\d+$")
 CATCH_UP_PAGE_SIZE = 50
 _WEBHOOK_PAGES = 10  # 100 webhooks a page; a store has a handful

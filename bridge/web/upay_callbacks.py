@@ -16,6 +16,7 @@ from flask import Blueprint, jsonify, render_template_string, request
 from ..app import runtime
 from ..errors import UnknownStoreError
 from ..registry import StoreRecord
+from ..stores import adapter_for
 from ..upay import redirect_fields
 
 bp = Blueprint("upay_callbacks", __name__, url_prefix="/upay")
@@ -108,10 +109,13 @@ def _page(kind: str, store_id: str, token: str) -> Any:
     lang = record.settings.language.value
     poll = f"/upay/status/{record.id}/{token[:40]}" if attempt is not None and kind == "return" \
         else None
-    link = record.url + "/"
+    store = adapter_for(record)
+    link = None
     if attempt is not None:
-        payload = json.loads(runtime().pipeline._row(attempt.order_id).payload)
-        link = str(payload.get("payment_url") or link) if kind == "cancel" else link
+        payload_text = runtime().pipeline._row(attempt.order_id).payload
+        # WooCommerce's own "pay for order" page when there is one, else the shop.
+        link = (json.loads(payload_text).get("payment_url") if kind == "cancel" else None) \
+            or store.customer_order_url(store.parse_order(payload_text))
     status = 200 if attempt is not None else 404
     return render_template_string(PAGE, lang=lang, t=TEXTS[(kind, lang)], poll=poll,
                                   link=link), status

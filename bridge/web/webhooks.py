@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ from flask import Blueprint, jsonify, request
 
 from ..app import error_response, runtime
 from ..errors import SignatureError, UnknownStoreError
+from ..registry import StoreRecord
 from ..stores import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -18,10 +20,24 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 @bp.post("/<kind>/<store_id>")
 def receive(kind: str, store_id: str) -> Any:
-    rt = runtime()
-    record = rt.registry.find(store_id[:32])
+    record = runtime().registry.find(store_id[:32])
     if record is None or record.kind != kind:
         raise UnknownStoreError(f"no {kind} store with id {store_id[:32]!r}")
+    return _receive(record)
+
+
+@bp.post("/saleor")
+def receive_saleor() -> Any:
+    # Every Saleor store posts to the manifest's one target URL; Saleor-Api-Url says which.
+    api_url = request.headers.get("Saleor-Api-Url", "")
+    record = runtime().registry.find_by_url("saleor", api_url) if api_url else None
+    if record is None:
+        raise UnknownStoreError("no Saleor store is registered for this Saleor-Api-Url")
+    return _receive(record)
+
+
+def _receive(record: StoreRecord) -> Any:
+    rt = runtime()
     body = request.get_data(cache=True)  # raw bytes: the signature covers exactly these
     store = adapter_for(record)
     if store.is_ping(request.headers, body):
@@ -33,6 +49,9 @@ def receive(kind: str, store_id: str) -> Any:
         logger.warning("webhook for store %s rejected: bad signature", record.id,
                        extra={"store_id": record.id, "remote_addr": request.remote_addr})
         raise
+    refreshed = getattr(store, "refreshed_jwks", None)
+    if refreshed:  # the store rotated its signing key: keep the new JWKS
+        rt.registry.update(record.id, secrets={"jwks": json.dumps(refreshed)})
     event = store.parse_webhook(request.headers, body)
     if event.order is None:
         rt.pipeline.record_ignored(record, event, body)
@@ -44,6 +63,7 @@ def receive(kind: str, store_id: str) -> Any:
     return jsonify(result), 200
 
 
+@bp.route("/saleor", methods=["GET", "PUT", "PATCH", "DELETE"])
 @bp.route("/<kind>/<store_id>", methods=["GET", "PUT", "PATCH", "DELETE"])
-def wrong_method(kind: str, store_id: str) -> Any:
+def wrong_method(kind: str = "saleor", store_id: str = "") -> Any:
     return error_response(405, "method_not_allowed", "webhooks are delivered with POST")

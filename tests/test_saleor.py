@@ -1,0 +1,136 @@
+"""Saleor end to end: install the App, ORDER_CREATED, invoice, note and transaction on the order,
+payment, CHARGE_SUCCESS; against the fake Saleor and the fake UPay over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+import requests
+from bridge.app import create_app
+from bridge.fakes.saleor import FakeSaleor
+from bridge.manifest import manifest
+
+from .conftest import UPAY_KEY, wait_for
+
+
+@pytest.fixture
+def saleor():
+    fake = FakeSaleor(currency="KWD")
+    served = fake.serve()
+    yield fake
+    served.shutdown()
+
+
+@pytest.fixture
+def installed(bridge, saleor):
+    result = saleor.install(f"{bridge.url}/saleor/manifest")
+    assert result.ok, result.message
+    record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
+    assert record is not None and record.secrets["app_token"] == result.token
+    bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
+    return bridge.runtime.registry.get(record.id)
+
+
+def place(saleor, **kwargs):
+    order = saleor.create_order([{"name": "Arabic Coffee", "variant": "250g", "sku": "COF",
+                                  "quantity": 2, "unit_price": "4.125"}], shipping="1.500", **kwargs)
+    saleor.deliver_queued()
+    return order
+
+
+def test_manifest_points_at_the_apps_routes(bridge):
+    data = manifest(bridge.url)
+    assert data["permissions"] == ["MANAGE_ORDERS", "HANDLE_PAYMENTS"]
+    [hook] = data["webhooks"]
+    assert hook["asyncEvents"] == ["ORDER_CREATED"] and hook["query"].startswith("subscription")
+    urls = create_app(bridge.runtime).url_map.bind("bridge.example")  # the server's own routes
+    for key, method in (("tokenTargetUrl", "POST"), ("appUrl", "GET")):
+        path = data[key].removeprefix(bridge.url)
+        endpoint, _ = urls.match(path, method=method)
+        assert endpoint
+    endpoint, _ = urls.match(hook["targetUrl"].removeprefix(bridge.url), method="POST")
+    assert endpoint == "webhooks.receive_saleor"
+    # every order field the mapping reads is asked for by the subscription
+    for field in ("number", "chargeStatus", "userEmail", "total { gross { amount currency } }",
+                  "shippingPrice", "lines { id productName variantName productSku quantity",
+                  "billingAddress { firstName lastName phone country { code } }"):
+        assert field in hook["query"]
+    assert requests.get(f"{bridge.url}/saleor/manifest", timeout=5).json() == data
+
+
+def test_order_to_invoice_note_transaction_and_charge(installed, bridge, saleor, fake_upay):
+    order = place(saleor)
+    row = bridge.wait_state(order["id"], "done")
+    [charge] = fake_upay.charges()
+    body = charge.json
+    assert body["plugin"] == {"src": "saleor"}
+    assert Decimal(str(body["order"]["amount"])) == Decimal("9.750")
+    assert len(body["order"]["id"]) <= 40  # Saleor's 56-character order id is hashed
+    assert any(row.invoice_url in note for note in saleor.notes(order["id"]))
+    [tx] = saleor.transactions(order["id"])
+    assert tx["externalUrl"] == row.invoice_url and tx["pspReference"] == row.invoice_id
+
+    fake_upay.faults.add("notification", "duplicate", times=3)
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: [e for e in saleor.transactions(order["id"])[0]["events"]
+                      if e["type"] == "CHARGE_SUCCESS"])
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    events = [e for e in saleor.transactions(order["id"])[0]["events"] if e["type"] == "CHARGE_SUCCESS"]
+    assert len(events) == 1
+    assert events[0]["pspReference"] == fake_upay.invoices[row.invoice_id].payment_id
+    assert saleor.order(order["id"])["chargeStatus"] == "FULL"
+
+
+def test_the_same_order_twice_is_one_invoice(installed, bridge, saleor, fake_upay):
+    order = place(saleor)
+    saleor.deliver(order["id"], times=3, concurrently=True)
+    bridge.wait_state(order["id"], "done")
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    assert len(fake_upay.charges()) == 1
+    assert len(saleor.transactions(order["id"])) == 1
+
+
+def test_rotated_signing_key_is_fetched_once(installed, bridge, saleor):
+    saleor.rotate_key()
+    order = place(saleor)
+    bridge.wait_state(order["id"], "done")
+    stored = json.loads(bridge.runtime.registry.get(installed.id).secrets["jwks"])
+    assert stored == saleor.jwks()
+
+
+def _post(bridge, saleor, body: bytes, signature: str, api_url: str | None = None):
+    return requests.post(f"{bridge.url}/webhooks/saleor", data=body, timeout=5, headers={
+        "Content-Type": "application/json", "Saleor-Event": "order_created",
+        "Saleor-Domain": "shop", "Saleor-Api-Url": api_url or saleor.api_url,
+        "Saleor-Signature": signature})
+
+
+def test_bad_saleor_webhooks_change_nothing(installed, bridge, saleor, fake_upay):
+    from bridge import db
+    order = saleor.create_order([{"name": "Tea", "variant": "", "sku": "T", "quantity": 1,
+                                  "unit_price": "2.000"}])
+    body = saleor.payload_bytes(order["id"])
+    good = saleor.sign(body)
+    cases = [
+        (_post(bridge, saleor, body + b" ", good), 401),                       # body changed
+        (_post(bridge, saleor, body, good.replace(good[-10:], "A" * 10)), 401),  # signature changed
+        (_post(bridge, saleor, body, saleor.sign_with_unknown_key(body)), 401),  # unknown key id
+        (_post(bridge, saleor, body, good, api_url="https://other.example/graphql/"), 404),
+        (_post(bridge, saleor, b"{not json", saleor.sign(b"{not json")), 400),
+        (_post(bridge, saleor, b'{"order": {"id": 1}}', saleor.sign(b'{"order": {"id": 1}}')), 422),
+    ]
+    for resp, status in cases:
+        assert resp.status_code == status, resp.text
+        assert resp.json()["error"]["message"]
+    assert bridge.count(db.orders) == 0 and fake_upay.charges() == []
+
+
+def test_install_refusals_are_explained(bridge, saleor):
+    resp = requests.post(f"{bridge.url}/saleor/register", json={"auth_token": "x"}, timeout=5)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "MISSING_SALEOR_API_URL"
+    resp = requests.post(f"{bridge.url}/saleor/register", json={"auth_token": "not-a-token"},
+                         headers={"Saleor-Api-Url": saleor.api_url}, timeout=5)
+    assert resp.status_code == 401 and resp.json()["error"]["code"] == "UNKNOWN_APP_ID"
+    assert bridge.runtime.registry.list() == []
