@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from flask import Flask, current_app, jsonify, redirect, request, url_for
+from flask import Flask, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
@@ -52,15 +52,20 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
 
     @app.after_request
     def _security_headers(resp: Any) -> Any:
+        # Saleor's Dashboard shows the app's pages in an iframe; everything else refuses framing.
+        in_saleor = request.path.startswith("/saleor/app") or bool(session.get("saleor_stores"))
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("X-Frame-Options", "DENY")
+        if not in_saleor:
+            resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         resp.headers.setdefault("Cache-Control", "no-store")
         if resp.mimetype == "text/html":
+            frame_ancestors = "https:" if in_saleor else "'none'"
             resp.headers.setdefault(
                 "Content-Security-Policy",
                 "default-src 'self'; style-src 'self' 'unsafe-inline'; "
-                "script-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
+                "script-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                f"frame-ancestors {frame_ancestors}")
         return resp
 
     return app

@@ -375,13 +375,15 @@ def orders_retry(row_id: int) -> None:
 
 
 @main.command()
+@click.option("--store", type=click.Choice(["woocommerce", "saleor"]), default="woocommerce",
+              show_default=True, help="which kind of store to simulate")
 @click.option("--keep-running", is_flag=True, help="leave the demo running to explore it")
-def demo(keep_running: bool) -> None:
+def demo(store: str, keep_running: bool) -> None:
     """Watch the bridge work: a simulated store and a simulated UPay on this machine."""
     from .demo import run_demo
 
     _setup_logging("WARNING")
-    sys.exit(run_demo(keep_running=keep_running))
+    sys.exit(run_demo(keep_running=keep_running, store=store))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ from .config import load_settings
 from .crypto import generate_key
 from .fakes.lazy import AppSlot
 from .fakes.server import serve_wsgi
+from .fakes.saleor import FakeSaleor
 from .fakes.upay import FakeUPay
 from .fakes.woocommerce import FakeWooCommerce
 from .registry import StoreSettings
@@ -39,29 +40,62 @@ def _wait(predicate: Any, timeout: float = 20.0) -> Any:
     return None
 
 
-def run_demo(keep_running: bool = False) -> int:
-    data_dir = tempfile.mkdtemp(prefix="upay-bridge-demo-")
-    upay = FakeUPay(valid_keys=("jtest123",))
-    store = FakeWooCommerce(decimals=3, currency="KWD")
-    upay_server = upay.serve()
-    store_server = store.serve()
-    slot = AppSlot()
-    bridge_server = serve_wsgi(slot)
-    settings = load_settings({}, data_dir=data_dir).with_overrides(
-        public_url=bridge_server.url,
-        upay_sandbox_url=f"{upay_server.url}/api/v1/",
-        upay_production_url=f"{upay_server.url}/api/v1/",
-        secret_keys=(generate_key(),))
-    runtime = bootstrap(settings)
-    slot.app = create_app(runtime)
-    consumer = runtime.jobs.consumer(4)
-    consumer.start()
-    try:
-        _say("1. Three servers on this machine:")
-        click.echo(f"   simulated WooCommerce store  {store_server.url}")
-        click.echo(f"   simulated UPay               {upay_server.url}")
-        click.echo(f"   upay-bridge                  {bridge_server.url}  (data in {data_dir})")
+class _Harness:
+    """The bridge and a simulated UPay on loopback; the store comes from the scenario."""
 
+    def __init__(self) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="upay-bridge-demo-")
+        self.upay = FakeUPay(valid_keys=("jtest123",))
+        self.upay_server = self.upay.serve()
+        slot = AppSlot()
+        self.bridge_server = serve_wsgi(slot)
+        settings = load_settings({}, data_dir=self.data_dir).with_overrides(
+            public_url=self.bridge_server.url,
+            upay_sandbox_url=f"{self.upay_server.url}/api/v1/",
+            upay_production_url=f"{self.upay_server.url}/api/v1/",
+            secret_keys=(generate_key(),))
+        self.runtime = bootstrap(settings)
+        slot.app = create_app(self.runtime)
+        self.consumer = self.runtime.jobs.consumer(4)
+        self.consumer.start()
+
+    def servers(self, store_kind: str, store_url: str) -> None:
+        _say("1. Three servers on this machine:")
+        click.echo(f"   simulated {store_kind:<18} {store_url}")
+        click.echo(f"   simulated UPay               {self.upay_server.url}")
+        click.echo(f"   upay-bridge                  {self.bridge_server.url}  "
+                   f"(data in {self.data_dir})")
+
+    def close(self) -> None:
+        self.consumer.stop(graceful=True)
+        self.bridge_server.shutdown()
+        self.upay_server.shutdown()
+        self.runtime.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def run_demo(keep_running: bool = False, store: str = "woocommerce") -> int:
+    harness = _Harness()
+    try:
+        scenario = _saleor if store == "saleor" else _woocommerce
+        result = scenario(harness)
+        if result == 0 and keep_running:
+            _say("Running; press Ctrl-C to stop.")
+            while True:
+                time.sleep(1)
+        return result
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        harness.close()
+
+
+def _woocommerce(h: _Harness) -> int:
+    store = FakeWooCommerce(decimals=3, currency="KWD")
+    store_server = store.serve()
+    runtime, upay, bridge_server = h.runtime, h.upay, h.bridge_server
+    try:
+        h.servers("WooCommerce store", store_server.url)
         ck, cs = store.add_api_key("read_write")
         record = runtime.registry.add(
             "woocommerce", store.base_url,
@@ -125,18 +159,52 @@ def run_demo(keep_running: bool = False) -> int:
         if confirmed:
             click.echo(f"   {confirmed[0]['note']}")
         click.echo(f"   the customer's return page: {redirect.split('?')[0]}")
-        if keep_running:
-            _say("Running; press Ctrl-C to stop.", f"Open {meta.get('upay_invoice_url')} to see the "
-                 "simulated payment page.")
-            while True:
-                time.sleep(1)
-        return 0
-    except KeyboardInterrupt:
         return 0
     finally:
-        consumer.stop(graceful=True)
-        bridge_server.shutdown()
         store_server.shutdown()
-        upay_server.shutdown()
-        runtime.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _saleor(h: _Harness) -> int:
+    saleor = FakeSaleor(currency="KWD")
+    saleor_server = saleor.serve()
+    runtime, upay = h.runtime, h.upay
+    try:
+        h.servers("Saleor", saleor.api_url)
+        manifest_url = f"{h.bridge_server.url}/saleor/manifest"
+        result = saleor.install(manifest_url)
+        if not result.ok:
+            click.echo(f"   the install failed: {result.message}")
+            return 1
+        record = runtime.registry.find_by_url("saleor", saleor.api_url)
+        runtime.registry.update(record.id, secrets={"upay_api_key": "jtest123"})
+        _say("2. Saleor installs the App from", f"{manifest_url}: token received, store {record.id}")
+        order = saleor.create_order(
+            [{"name": "Arabic Coffee", "variant": "250g", "sku": "COF-250", "quantity": 2,
+              "unit_price": "4.125"},
+             {"name": "Dallah Pot", "variant": "Gold", "sku": "DAL-G", "quantity": 1,
+              "unit_price": "2.750"}], shipping="1.500")
+        _say("3. A customer places order", f"#{order['number']} (ORDER_CREATED, signed with "
+             "Saleor's JWS)")
+        codes = ", ".join(str(d.status) for d in saleor.deliver_queued())
+        _say("4. Saleor delivers the webhook:", f"the bridge answered {codes}")
+        notes = _wait(lambda: saleor.notes(order["id"]), timeout=20)
+        if not notes:
+            click.echo("   no note appeared: see `upay-bridge orders list`")
+            return 1
+        _say("5. The payment link is on the order, as a note:")
+        click.echo(f"   {notes[0]}")
+        tx = _wait(lambda: saleor.transactions(order["id"]), timeout=20)[0]
+        _say("6. And as a transaction:", f"{tx['name']}, external URL {tx['externalUrl']}")
+        upay.complete_payment(tx["pspReference"], "CAPTURED")
+        _say("7. The customer pays on UPay's page; the bridge confirms it with UPay's status API")
+        charged = _wait(lambda: [e for e in saleor.transactions(order["id"])[0]["events"]
+                                 if e["type"] == "CHARGE_SUCCESS"], timeout=20)
+        if not charged:
+            click.echo("   the charge was not reported: see `upay-bridge orders list`")
+            return 1
+        _say("8. CHARGE_SUCCESS reported:", f"{charged[0]['amount']['amount']} KWD, PSP reference "
+             f"{charged[0]['pspReference']}; order charge status "
+             f"{saleor.order(order['id'])['chargeStatus']}")
+        return 0
+    finally:
+        saleor_server.shutdown()

@@ -18,9 +18,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from . import __version__
-from .errors import (UPayAuthError, UPayConnectionError, UPayError, UPayNotJSONError,
-                     UPayRateLimitError, UPayRejectedError, UPayResponseError, UPayServerError,
-                     UPayValidationError)
+from .errors import (UPayAuthError, UPayConnectionError, UPayNotJSONError, UPayRateLimitError,
+                     UPayRejectedError, UPayServerError, UPayValidationError)
 from .models import Invoice
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import requests
 from bridge import db
 
 from .conftest import wait_for
-from .test_webhooks import order_payload, php_json, post
+from .test_webhooks import php_json, post
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def products_total(request_json: dict) -> Decimal:
 
 
 def test_order_gets_invoice_note_and_meta(bridge, connect_store, shop, fake_upay):
-    record = connect_store(bridge)
+    connect_store(bridge)
     order = place(shop, shipping_lines=[{"method_title": "Flat rate", "method_id": "flat_rate",
                                          "total": "1.500"}],
                   coupon_lines=[{"code": "welcome1", "discount": "1.000"}],

@@ -107,16 +107,33 @@ def _post(bridge, saleor, body: bytes, signature: str, api_url: str | None = Non
         "Saleor-Signature": signature})
 
 
+def _sign_with_a_stranger_key(body: bytes) -> str:
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.api_jws.encode(body, key=key, algorithm="RS256", is_payload_detached=True,
+                              headers={"kid": "not-a-key-of-this-store", "crit": ["b64"], "b64": False})
+
+
+ORDER_BODY = json.dumps({"issuedAt": "2026-11-23T10:15:30+00:00", "version": "3.21.0", "order": {
+    "id": "T3JkZXI6ZmFrZS1vcmRlcg==", "number": "77", "chargeStatus": "NONE", "status": "UNFULFILLED",
+    "userEmail": "jane@example.com", "channel": {"slug": "default-channel", "currencyCode": "KWD"},
+    "total": {"gross": {"amount": 2.0, "currency": "KWD"}},
+    "shippingPrice": {"gross": {"amount": 0.0, "currency": "KWD"}},
+    "lines": [{"id": "TDox", "productName": "Tea", "variantName": "", "productSku": "T", "quantity": 1,
+               "totalPrice": {"gross": {"amount": 2.0, "currency": "KWD"}}}],
+    "billingAddress": None, "user": None}}).encode()
+
+
 def test_bad_saleor_webhooks_change_nothing(installed, bridge, saleor, fake_upay):
     from bridge import db
-    order = saleor.create_order([{"name": "Tea", "variant": "", "sku": "T", "quantity": 1,
-                                  "unit_price": "2.000"}])
-    body = saleor.payload_bytes(order["id"])
+    body = ORDER_BODY
     good = saleor.sign(body)
     cases = [
         (_post(bridge, saleor, body + b" ", good), 401),                       # body changed
-        (_post(bridge, saleor, body, good.replace(good[-10:], "A" * 10)), 401),  # signature changed
-        (_post(bridge, saleor, body, saleor.sign_with_unknown_key(body)), 401),  # unknown key id
+        (_post(bridge, saleor, body, good[:-10] + "A" * 10), 401),              # signature changed
+        (_post(bridge, saleor, body, _sign_with_a_stranger_key(body)), 401),    # unknown key id
         (_post(bridge, saleor, body, good, api_url="https://other.example/graphql/"), 404),
         (_post(bridge, saleor, b"{not json", saleor.sign(b"{not json")), 400),
         (_post(bridge, saleor, b'{"order": {"id": 1}}', saleor.sign(b'{"order": {"id": 1}}')), 422),
@@ -134,3 +151,41 @@ def test_install_refusals_are_explained(bridge, saleor):
                          headers={"Saleor-Api-Url": saleor.api_url}, timeout=5)
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "UNKNOWN_APP_ID"
     assert bridge.runtime.registry.list() == []
+
+
+def test_configuration_page_opens_with_the_dashboard_token(installed, bridge, saleor):
+    app_id = installed.secrets["app_id"]
+    page = requests.get(f"{bridge.url}/saleor/app?saleorApiUrl={saleor.api_url}", timeout=5)
+    assert page.status_code == 200 and "handshake" in page.text
+    assert "frame-ancestors https:" in page.headers["Content-Security-Policy"]  # the Dashboard iframe
+    assert "X-Frame-Options" not in page.headers
+
+    s = requests.Session()
+    resp = s.post(f"{bridge.url}/saleor/app/session", timeout=5,
+                  json={"token": saleor.dashboard_token(app_id), "saleorApiUrl": saleor.api_url})
+    assert resp.status_code == 200, resp.text
+    settings = s.get(bridge.url + resp.json()["redirect"], timeout=5)
+    assert settings.status_code == 200 and saleor.api_url in settings.text
+    assert s.get(f"{bridge.url}/app/", timeout=5).status_code == 200  # lists this store only
+
+
+def test_configuration_page_refuses_other_tokens(installed, bridge, saleor):
+    import time as _time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forged = jwt.encode({"app": installed.secrets["app_id"], "type": "thirdparty",
+                         "exp": int(_time.time()) + 60}, stranger, algorithm="RS256",
+                        headers={"kid": saleor.kid})
+    other_app, _ = saleor.create_app("Another app", ["MANAGE_ORDERS"])
+    for token, status in [(forged, 401), ("garbage", 401),
+                          (saleor.dashboard_token(other_app), 403),
+                          (saleor.dashboard_token(installed.secrets["app_id"], ttl=-10), 401)]:
+        s = requests.Session()
+        resp = s.post(f"{bridge.url}/saleor/app/session", timeout=5,
+                      json={"token": token, "saleorApiUrl": saleor.api_url})
+        assert resp.status_code == status, resp.text
+        assert s.get(f"{bridge.url}/app/stores/{installed.id}", allow_redirects=False,
+                     timeout=5).status_code == 302  # still not signed in

@@ -140,8 +140,8 @@ def test_catch_up_pages_and_skips_what_it_must(bridge, connect_store, shop, fake
     health = fresh_orders_too(bridge)
     bridge.stop_worker()  # only the intake matters here
     pending = [new_order(shop) for _ in range(53)]  # two pages of 50
-    on_hold = shop.create_order([{"product_id": 101, "quantity": 1}], billing=BILLING,
-                                status="on-hold")  # the store invoices pending orders only
+    shop.create_order([{"product_id": 101, "quantity": 1}], billing=BILLING,
+                      status="on-hold")  # the store invoices pending orders only
     paid = new_order(shop)
     shop.set_order_status(paid["id"], "processing")  # not awaiting payment
     invoiced = new_order(shop)  # invoiced by an earlier bridge: has the meta

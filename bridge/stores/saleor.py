@@ -14,13 +14,13 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 import requests
-import simplejson
 
-from ..errors import (MalformedBodyError, OrderNotFoundError, StoreAuthError,
+from ..errors import (OrderNotFoundError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
 from ..models import Order
 from ..registry import StoreRecord
 from . import META_INVOICE_ID, META_INVOICE_URL, PaidResult, WebhookEvent
+from .payload import decode_json
 from .saleor_payload import order_from_saleor
 from .saleor_signature import jwks_url_for, verify_saleor_signature
 
@@ -79,11 +79,7 @@ class SaleorStore:
         return WebhookEvent(topic=event, delivery_id="", order=self.parse_order(body))
 
     def parse_order(self, body: bytes | str) -> Order:
-        try:
-            payload = simplejson.loads(body, use_decimal=True)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
-        return order_from_saleor(payload)
+        return order_from_saleor(decode_json(body))
 
     def _fetch_jwks(self) -> Mapping[str, Any]:
         try:

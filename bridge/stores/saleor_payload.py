@@ -20,6 +20,8 @@ from typing import Any
 from bridge.errors import InvalidPayloadError
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import parse_amount
+from bridge.stores.payload import objects
+from bridge.stores.payload import quantity as parse_quantity
 
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 
@@ -141,35 +143,16 @@ def _money(parent: dict, key: str, where: str, *, currency: str | None = None,
     return amount, code
 
 
-def _quantity(line: dict, where: str) -> int:
-    value = line.get("quantity")
-    # OrderLine.quantity is Int!; an integral Decimal ("2.0") is still a count.
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidPayloadError(
-            f"{where}: 'quantity' must be an integer >= 1, got {line.get('quantity')!r}")
-    return value
-
-
 def _item_lines(order: dict, where: str, currency: str) -> list[OrderLine]:
-    raw = order.get("lines")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidPayloadError(f"{where}: 'lines' must be a list, got {type(raw).__name__}")
     lines = []
-    for index, line in enumerate(raw):
-        here = f"{where} lines[{index}]"
-        if not isinstance(line, dict):
-            raise InvalidPayloadError(f"{here} must be an object, got {type(line).__name__}")
+    for here, line in objects(order, "lines", where):
         # totalPrice is what the customer pays for the whole line: after discounts, gross of tax.
         amount, _ = _money(line, "totalPrice", here, currency=currency, required=True)
         name, variant = _text(line.get("productName")), _text(line.get("variantName"))
         if name and variant:
             name = f"{name} ({variant})"
         lines.append(OrderLine(kind=LineKind.ITEM, name=name or variant,
-                               quantity=_quantity(line, here), amount=amount,
+                               quantity=parse_quantity(line.get("quantity"), here), amount=amount,
                                sku=_text(line.get("productSku"))))
     return lines
 

@@ -18,11 +18,12 @@ import requests
 import simplejson
 from woocommerce import API
 
-from ..errors import (MalformedBodyError, OrderNotFoundError, SignatureError, StoreAuthError,
+from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
 from ..models import Order
 from ..registry import StoreRecord
 from . import PaidResult, WebhookEvent
+from .payload import decode_json
 from .woocommerce_payload import order_from_woocommerce
 
 logger = logging.getLogger(__name__)
@@ -77,11 +78,7 @@ class WooCommerceStore:
         return WebhookEvent(topic=topic, delivery_id=delivery_id, order=self.parse_order(body))
 
     def parse_order(self, body: bytes | str) -> Order:
-        try:
-            payload = simplejson.loads(body, use_decimal=True)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
-        return order_from_woocommerce(payload)
+        return order_from_woocommerce(decode_json(body))
 
     # -- REST API out --------------------------------------------------------------------------
 

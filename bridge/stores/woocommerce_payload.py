@@ -15,6 +15,8 @@ from bridge.errors import InvalidPayloadError
 from bridge.mapping import clean_name
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import parse_amount
+from bridge.stores.payload import objects
+from bridge.stores.payload import quantity as parse_quantity
 
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
 
@@ -93,33 +95,15 @@ def _money(obj: dict, key: str, where: str, default: Decimal | None = None) -> D
             f"{where}: '{key}' must be a decimal amount, got {value!r}") from None
 
 
-def _quantity(item: dict, where: str) -> int:
-    value = item.get("quantity")
-    # parse_float=Decimal turns a PHP float 2.0 into Decimal("2.0"): integral, so accept it.
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidPayloadError(
-            f"{where}: 'quantity' must be an integer >= 1, got {item.get('quantity')!r}")
-    return value
-
-
 def _lines(payload: dict, key: str, where: str, kind: LineKind) -> list[OrderLine]:
-    raw = payload.get(key)
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise InvalidPayloadError(f"{where}: '{key}' must be a list, got {type(raw).__name__}")
     lines = []
-    for index, item in enumerate(raw):
-        here = f"{where} {key}[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidPayloadError(f"{here} must be an object, got {type(item).__name__}")
+    for here, item in objects(payload, key, where):
         # Line totals are after discounts and exclude tax, whatever prices_include_tax says.
         amount = _money(item, "total", here) + _money(item, "total_tax", here,
                                                       default=Decimal("0"))
         if kind == LineKind.ITEM:
-            name, quantity, sku = _raw_name(item, "name"), _quantity(item, here), _text(
+            name = _raw_name(item, "name")
+            quantity, sku = parse_quantity(item.get("quantity"), here), _text(
                 item.get("sku"))
         elif kind == LineKind.SHIPPING:
             name, quantity, sku = _raw_name(item, "method_title") or "Shipping", 1, ""

@@ -71,7 +71,9 @@ def _fmt_time(at: float | None) -> str:
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if g.merchant is None:
+        # A merchant account, or a Saleor Dashboard user let in by the Dashboard's token for one
+        # store (bridge/web/saleor_app.py).
+        if g.merchant is None and not session.get("saleor_stores"):
             return redirect(url_for("merchant.login"))
         return view(*args, **kwargs)
     return wrapper
@@ -80,7 +82,10 @@ def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
 def _own_store(store_id: str) -> StoreRecord:
     record = runtime().registry.find(store_id[:32])
     # Someone else's store looks exactly like a missing one.
-    if record is None or record.merchant_id != g.merchant.id:
+    mine = record is not None and (
+        (g.merchant is not None and record.merchant_id == g.merchant.id)
+        or record.id in session.get("saleor_stores", []))
+    if not mine:
         abort(404)
     return record
 
@@ -134,7 +139,10 @@ def _local(path: str | None) -> bool:
 @signed_in
 def home() -> Any:
     rt = runtime()
-    stores = rt.registry.list(merchant_id=g.merchant.id)
+    if g.merchant is not None:
+        stores = rt.registry.list(merchant_id=g.merchant.id)
+    else:
+        stores = [s for s in (rt.registry.find(i) for i in session.get("saleor_stores", [])) if s]
     return render_template("app/home.html", stores=stores,
                            unsafe=webhook_delivery_problem(rt.settings.public_url),
                            public_url=rt.settings.public_url)
@@ -144,6 +152,8 @@ def home() -> Any:
 @signed_in
 def connect() -> Any:
     rt = runtime()
+    if g.merchant is None:  # a Saleor Dashboard session manages its own store only
+        abort(403)
     try:
         url = validate_store_url(request.form.get("store_url", ""))
         check_store_url(url, allow_private=rt.settings.allow_private_store_urls)
@@ -195,6 +205,8 @@ def connect_callback(token: str) -> Any:
 @bp.get("/connect/return/<token>")
 @signed_in
 def connect_return(token: str) -> Any:
+    if g.merchant is None:
+        abort(403)
     with runtime().engine.connect() as conn:
         install = conn.execute(sa.select(db.installs).where(db.installs.c.token == token[:64])).first()
     if install is None or install.merchant_id != g.merchant.id or not install.store_id \

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 from typing import Any
 
+import jwt
 import requests
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, render_template_string, request, session, url_for
 
 from ..app import runtime
-from ..errors import BridgeError, StoreError
+from ..errors import BridgeError, SignatureError, StoreError
 from ..manifest import manifest
 from ..registry import StoreRecord, StoreSettings
 from ..stores.saleor import SaleorStore
@@ -62,12 +64,12 @@ def register() -> Any:
         jwks = resp.json()
     except (requests.RequestException, ValueError):
         return _refuse(401, "JWKS_NOT_AVAILABLE", "Could not fetch the store's signing keys (JWKS).")
-    secrets = {"app_token": token, "app_id": app_id, "jwks": json.dumps(jwks)}
+    stored = {"app_token": token, "app_id": app_id, "jwks": json.dumps(jwks)}
     try:
         if existing is not None:  # a reinstall brings a new token and a new app id
-            rt.registry.update(existing.id, secrets=secrets)
+            rt.registry.update(existing.id, secrets=stored)
         else:
-            rt.registry.add("saleor", api_url, secrets, name=api_url.split("://", 1)[-1],
+            rt.registry.add("saleor", api_url, stored, name=api_url.split("://", 1)[-1],
                             upay_sandbox=True, settings=StoreSettings(statuses=("pending",)),
                             require_upay_key=False)
     except BridgeError as exc:
@@ -79,3 +81,84 @@ def register() -> Any:
 def _probe_record(api_url: str, token: str) -> StoreRecord:
     return StoreRecord(id="probe", kind="saleor", name="", url=api_url, upay_sandbox=True,
                        settings=StoreSettings(), secrets={"app_token": token})
+
+
+APP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>UPay Bridge</title></head>
+<body style="font-family: system-ui, sans-serif"><p id="status">Connecting to Saleor…</p>
+<script>
+(function () {
+  var params = new URLSearchParams(window.location.search);
+  var apiUrl = params.get("saleorApiUrl") || "";
+  // Saleor's Dashboard hands the app a token through postMessage ("handshake", AppBridge).
+  window.addEventListener("message", function (event) {
+    var data = event.data || {};
+    if (data.type !== "handshake" || !data.payload || !data.payload.token) { return; }
+    fetch("{{ session_url }}", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({token: data.payload.token, saleorApiUrl: apiUrl})})
+      .then(function (r) { return r.json(); })
+      .then(function (d) {
+        if (d.redirect) { window.location.href = d.redirect; }
+        else { document.getElementById("status").textContent = (d.error && d.error.message) || "Not allowed."; }
+      });
+  });
+  if (window.parent !== window) {
+    window.parent.postMessage({type: "notifyReady", payload: {}}, "*");
+  }
+})();
+</script></body></html>"""
+
+
+@bp.get("/app")
+def app_page() -> Any:
+    return render_template_string(APP_PAGE, session_url=url_for("saleor_app.app_session"))
+
+
+@bp.post("/app/session")
+def app_session() -> Any:
+    """Open the store's settings for a Saleor Dashboard user, by the token the Dashboard gave.
+
+    The token is a JWT Saleor signs with its own key (the JWKS the webhooks use) for this app;
+    no second password is involved.
+    """
+    rt = runtime()
+    data = request.get_json(silent=True) or {}
+    api_url = str(data.get("saleorApiUrl", ""))[:500]
+    record = rt.registry.find_by_url("saleor", api_url) if api_url else None
+    if record is None:
+        return _refuse(404, "NOT_REGISTERED", "This Saleor has not installed the app.")
+    try:
+        claims = verify_dashboard_token(str(data.get("token", "")), record)
+    except SignatureError as exc:
+        return _refuse(401, "INVALID_TOKEN", f"The Dashboard token was refused: {exc}")
+    if claims.get("app") != record.secrets.get("app_id"):
+        return _refuse(403, "WRONG_APP", "The Dashboard token is for another app.")
+    session.clear()
+    session["saleor_stores"] = [record.id]
+    session["csrf_token"] = secrets.token_urlsafe(32)
+    return jsonify({"redirect": url_for("merchant.store_settings", store_id=record.id)})
+
+
+def verify_dashboard_token(token: str, record: StoreRecord) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise SignatureError("malformed token") from None
+    if header.get("alg") != "RS256":
+        raise SignatureError("not RS256")
+    jwks = json.loads(record.secrets.get("jwks") or '{"keys": []}')
+    for attempt in range(2):
+        keys = {k.get("kid"): k for k in jwks.get("keys", [])}
+        jwk = keys.get(header.get("kid"))
+        if jwk is not None:
+            try:
+                return jwt.decode(token, jwt.PyJWK(jwk).key, algorithms=["RS256"],
+                                  options={"verify_aud": False, "require": ["exp"]})
+            except jwt.PyJWTError as exc:
+                raise SignatureError(str(exc)) from None
+        if attempt == 0:  # an unknown key id: Saleor may have rotated its key
+            try:
+                jwks = requests.get(jwks_url_for(record.url), timeout=(5, 15),
+                                    allow_redirects=False).json()
+            except (requests.RequestException, ValueError):
+                raise SignatureError("could not fetch the store's keys") from None
+    raise SignatureError("unknown key id")

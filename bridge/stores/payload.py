@@ -1,0 +1,45 @@
+"""Reading store payloads: the checks every platform's parser shares."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import simplejson
+
+from ..errors import InvalidPayloadError, MalformedBodyError
+
+
+def decode_json(body: bytes | str) -> Any:
+    """JSON with every number as ``Decimal``: money never passes through a float."""
+    try:
+        return simplejson.loads(body, use_decimal=True)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
+
+
+def quantity(value: Any, where: str) -> int:
+    # Decoded with Decimal numbers, a float 2.0 (PHP's json_encode, a Saleor Int) arrives as
+    # Decimal("2.0"): integral, so it is still a count.
+    original = value
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidPayloadError(f"{where}: 'quantity' must be an integer >= 1, got {original!r}")
+    return value
+
+
+def objects(container: dict, key: str, where: str) -> list[tuple[str, dict]]:
+    """The objects of a list field, each with its place for error messages; [] when absent."""
+    raw = container.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidPayloadError(f"{where}: '{key}' must be a list, got {type(raw).__name__}")
+    out = []
+    for index, item in enumerate(raw):
+        here = f"{where} {key}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidPayloadError(f"{here} must be an object, got {type(item).__name__}")
+        out.append((here, item))
+    return out
