@@ -189,3 +189,26 @@ def test_configuration_page_refuses_other_tokens(installed, bridge, saleor):
         assert resp.status_code == status, resp.text
         assert s.get(f"{bridge.url}/app/stores/{installed.id}", allow_redirects=False,
                      timeout=5).status_code == 302  # still not signed in
+
+
+def test_graphql_permission_errors_are_mapped_not_ignored(bridge_factory, saleor, fake_upay):
+    bridge = bridge_factory(max_retries=1)
+    result = saleor.install(f"{bridge.url}/saleor/manifest", permissions=["MANAGE_ORDERS"])
+    assert result.ok, result.message
+    record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
+    bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
+    order = place(saleor)
+    row = bridge.wait_state(order["id"], "parked")
+    assert "HANDLE_PAYMENTS" in row.reason or "refused" in row.reason
+    assert saleor.transactions(order["id"]) == []
+
+
+def test_the_app_token_never_reaches_the_logs(bridge, saleor, fake_upay, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    result = saleor.install(f"{bridge.url}/saleor/manifest")
+    record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
+    bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
+    order = place(saleor)
+    bridge.wait_state(order["id"], "done")
+    assert result.token not in caplog.text and UPAY_KEY not in caplog.text
