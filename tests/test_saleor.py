@@ -212,3 +212,18 @@ def test_the_app_token_never_reaches_the_logs(bridge, saleor, fake_upay, caplog)
     order = place(saleor)
     bridge.wait_state(order["id"], "done")
     assert result.token not in caplog.text and UPAY_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("version", ["3.14", "3.24"])
+def test_notes_use_the_mutation_the_saleor_version_has(bridge, version, fake_upay):
+    saleor = FakeSaleor(version=version, currency="KWD")
+    served = saleor.serve()
+    try:
+        assert saleor.install(f"{bridge.url}/saleor/manifest").ok
+        record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
+        bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
+        order = place(saleor)
+        row = bridge.wait_state(order["id"], "done")
+        assert any(row.invoice_url in note for note in saleor.notes(order["id"]))
+    finally:
+        served.shutdown()

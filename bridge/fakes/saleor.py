@@ -2295,6 +2295,8 @@ class FakeSaleor:
         fields = dict(_ROOT_FIELDS.get(kind, {}))
         if kind == "mutation" and self._version_at_least("3.24"):
             fields.pop("orderAddNote")   # removed in 3.24 (§0.8)
+        if kind == "mutation" and not self._version_at_least("3.15"):
+            fields.pop("orderNoteAdd")   # added in 3.15 (§4.1)
         return fields
 
     def _validate_root(self, op: _Operation, variables: dict[str, Any]) -> None:

@@ -17,12 +17,13 @@ class _QuietHandler(WSGIRequestHandler):
 class ServedApp:
     """A running loopback server; use as a context manager or call :meth:`shutdown`."""
 
-    def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0,
+                 ssl_context: Any = None) -> None:
         self._server = make_server(host, port, app, threaded=True,
-                                   request_handler=_QuietHandler)
+                                   request_handler=_QuietHandler, ssl_context=ssl_context)
         self.host = host
         self.port = self._server.server_port
-        self.url = f"http://{host}:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True,
                                         name=f"serve-{self.port}")
         self._thread.start()
@@ -39,5 +40,6 @@ class ServedApp:
         self.shutdown()
 
 
-def serve_wsgi(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0) -> ServedApp:
-    return ServedApp(app, host, port)
+def serve_wsgi(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0,
+               ssl_context: Any = None) -> ServedApp:
+    return ServedApp(app, host, port, ssl_context)
