@@ -248,6 +248,10 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Several processes start at once in the scale-out layout: one migrates, the others
+            # wait for it and then find nothing to do. (SQLite: BEGIN IMMEDIATE serialises.)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(8675309)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -983,6 +983,9 @@ class FakeWooCommerce:
         # wp_safe_remote_request() refuses loopback/private hosts and odd ports unless filters
         # allow them; off by default because tests deliver to 127.0.0.1 (the capture did too).
         self.reject_unsafe_urls = False
+        # Benchmarks only: seconds every REST (/wp-json) request sleeps before it is handled,
+        # outside the store's lock, to stand in for a real store's response time. 0 = off.
+        self.latency: float = 0.0
         self.clock: Callable[[], float] = time.time
 
         self.products: dict[int, dict[str, Any]] = {}
@@ -1984,6 +1987,8 @@ class FakeWooCommerce:
         if not (path == prefix or path.startswith(prefix + "/")):
             return self._site_page(path, home_path, record)
         route = path[len(prefix):].rstrip("/") or "/"
+        if self.latency > 0:   # simulated store response time (benchmarks); lock not held
+            time.sleep(self.latency)
 
         forwarded = req.headers.get("X-Forwarded-Proto", "").lower() == "https"
         is_ssl = self.https or (self.trust_forwarded_proto and forwarded)
