@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
-from flask import Flask, current_app, jsonify, redirect, request, session, url_for
+from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
 from werkzeug.exceptions import HTTPException
 
+from . import metrics
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
+from .logging_setup import request_id_from, request_id_var
 from .runtime import Runtime, bootstrap
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,21 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     if test_config:
         app.config.update(test_config)
     app.extensions["upay_bridge"] = runtime
+    app.extensions["upay_bridge_metrics"] = metrics.for_runtime(runtime)
+
+    @app.before_request
+    def _request_id() -> None:
+        g.request_id = request_id_from(request.headers.get("X-Request-ID"))
+        g.request_id_token = request_id_var.set(g.request_id)
+
+    @app.teardown_request
+    def _forget_request_id(exc: BaseException | None = None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            try:
+                request_id_var.reset(token)
+            except ValueError:  # set in another context (streamed response): just clear it
+                request_id_var.set(None)
 
     from .web import health, merchant, saleor_app, upay_callbacks, webhooks
 
@@ -59,6 +76,8 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
             resp.headers.setdefault("X-Frame-Options", "DENY")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         resp.headers.setdefault("Cache-Control", "no-store")
+        if "request_id" in g:
+            resp.headers["X-Request-ID"] = g.request_id
         if resp.mimetype == "text/html":
             frame_ancestors = "https:" if in_saleor else "'none'"
             resp.headers.setdefault(

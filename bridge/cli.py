@@ -24,8 +24,12 @@ from .runtime import Runtime, bootstrap
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    from .logging_setup import configure
+
+    # UPAY_BRIDGE_LOG_FORMAT=json (default: one JSON object per line) or text.
+    configure(level, os.environ.get("UPAY_BRIDGE_LOG_FORMAT", "json"))
 
 
 def _runtime() -> Runtime:

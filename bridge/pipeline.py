@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from . import db
+from . import db, metrics
 from .config import Settings
 from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderNotFoundError,
                      StoreAuthError, StoreError, UPayError, UPayRateLimitError)
@@ -126,6 +126,7 @@ class Pipeline:
                        f"{order.currency} ({order.status})")
                 if reason:
                     _event(conn, pk, now, "skipped", reason)
+        metrics.of(self).deliveries.labels(record.kind, outcome).inc()
         if outcome == "queued":
             self.schedule(pk, 0.0)
         logger.info("order %s of store %s: %s", order.external_id, record.id, outcome,
@@ -137,6 +138,7 @@ class Pipeline:
             conn.execute(db.deliveries.insert().values(
                 store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                 outcome="ignored", body_sha256=_sha256(body), received_at=self.clock()))
+        metrics.of(self).deliveries.labels(record.kind, "ignored").inc()
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -236,6 +238,7 @@ class Pipeline:
                 self._set_attempt(attempt.id, state=state, error=str(exc))
                 raise
             self._set_attempt(attempt.id, state="failed", error=str(exc))
+            metrics.of(self).invoices_failed.inc()
             logger.warning("UPay refused the invoice for order %s of store %s: %s",
                            order.external_id, record.id, exc,
                            extra={"store_id": record.id, "order_id": order.external_id})
@@ -258,6 +261,7 @@ class Pipeline:
                 updated_at=now))
             _event(conn, pk, now, "invoice_created",
                    f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
+        metrics.of(self).invoices_created.inc()
         logger.info("invoice %s created for order %s of store %s", invoice.invoice_id,
                     order.external_id, record.id,
                     extra={"store_id": record.id, "order_id": order.external_id})

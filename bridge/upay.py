@@ -17,7 +17,7 @@ import simplejson
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import __version__
+from . import __version__, metrics
 from .errors import (UPayAuthError, UPayConnectionError, UPayNotJSONError, UPayRateLimitError,
                      UPayRejectedError, UPayServerError, UPayValidationError)
 from .models import Invoice
@@ -118,6 +118,8 @@ class UPayClient:
             raise UPayConnectionError(f"request to UPay failed: {type(exc).__name__}",
                                       outcome_unknown=True) from None
         elapsed = time.monotonic() - started
+        if path == "charge" or path.startswith("get-payment-status"):
+            metrics.observe_upay(self, "charge" if path == "charge" else "status", elapsed)
         logger.info("upay %s %s -> %s in %.3fs", method, path.split("/")[0], resp.status_code,
                     elapsed, extra={"upay_status": resp.status_code, "upay_latency": elapsed})
         return _parse(resp)

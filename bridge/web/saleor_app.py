@@ -121,7 +121,8 @@ def app_session() -> Any:
     no second password is involved.
     """
     rt = runtime()
-    data = request.get_json(silent=True) or {}
+    data = request.get_json(silent=True)
+    data = data if isinstance(data, dict) else {}  # a JSON list, string or number: no fields
     api_url = str(data.get("saleorApiUrl", ""))[:500]
     record = rt.registry.find_by_url("saleor", api_url) if api_url else None
     if record is None:

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Burst drain benchmark: how fast the bridge's workers turn a burst of queued orders into
+invoices (UPay create-invoice) written back to the store (meta PUT + note POST).
+
+Layout (all on loopback):
+
+* a child process runs the fakes: UPay answering every API call after ``--upay-latency``
+  (default 0.25 s, ``FakeUPay.latency``) and a WooCommerce store answering every REST call
+  after ``--store-latency`` (default 0.05 s, ``FakeWooCommerce.latency``). It creates the
+  orders and delivers their signed ``order.created`` webhooks (8 delivery threads);
+* this process runs the bridge as ``upay-bridge serve`` does in the embedded default: waitress
+  (8 threads) plus the huey consumer with ``--workers`` threads, SQLite database and queue.
+
+The orders are delivered with the worker stopped (intake only), then the consumer starts and
+the clock runs until every order is ``done`` (invoice made, meta and note written). The result
+is compared with the ideal time for that concurrency, where each order costs one UPay call, a
+meta PUT and a note POST and nothing else:
+
+    ideal = orders * (upay_latency + 2 * store_latency) / workers
+
+Goal from the issue: >= 100 orders/s and >= 0.8 of ideal. Nothing is asserted: the numbers
+and whether the goal was met are printed.
+
+Run: ``/tmp/v/bin/python bench/burst_drain.py`` (1,000 orders, 64 workers; ``--orders 200``
+for a quick run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UPAY_KEY = "upay-key-bench-9f2c81d7e4"
+WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
+
+
+# ------------------------------------------------------------------------------ fakes (child)
+
+def fakes_main(pipe: Connection, upay_latency: float, store_latency: float) -> None:
+    """Child process: serve fake UPay and fake WooCommerce; create and deliver orders on request."""
+    from bridge.fakes.upay import FakeUPay
+    from bridge.fakes.woocommerce import FakeWooCommerce
+
+    upay = FakeUPay(valid_keys=(UPAY_KEY,), latency=upay_latency)
+    upay_served = upay.serve()
+    wc = FakeWooCommerce(decimals=3, currency="KWD")
+    wc.delivery_timeout = 60
+    wc_served = wc.serve()
+    wc.add_product(11, "Arabic coffee beans 500 g", "4.750", sku="COF-500")
+    wc.add_product(12, "Dallah coffee pot", "12.500", sku="DAL-1")
+    ck, cs = wc.add_api_key("read_write")
+    pipe.send({"upay_url": upay_served.url, "wc_url": wc.base_url, "ck": ck, "cs": cs})
+
+    webhook_id = 0
+    while True:
+        cmd, arg = pipe.recv()
+        if cmd == "webhook":
+            webhook_id = int(wc.add_webhook("order.created", arg, WEBHOOK_SECRET)["id"])
+            wc.latency = store_latency  # after setup: only the bridge's REST calls are slowed
+            pipe.send(webhook_id)
+        elif cmd == "deliver":
+            ids = [int(wc.create_order([{"product_id": 11, "quantity": 2},
+                                        {"product_id": 12, "quantity": 1}])["id"])
+                   for _ in range(int(arg))]
+            wc._queue.clear()   # deliveries are sent below, not by a (stopped) scheduler
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                records = [r for batch in pool.map(lambda oid: wc.deliver(webhook_id, oid), ids)
+                           for r in batch]
+            ok = sum(1 for r in records if r.success)
+            pipe.send({"delivered": ok, "failed": len(records) - ok,
+                       "seconds": time.monotonic() - t0})
+        elif cmd == "stop":
+            upay_served.shutdown()
+            wc_served.shutdown()
+            pipe.send("stopped")
+            return
+
+
+# ------------------------------------------------------------------------------ bridge (here)
+
+def count_states(db_path: Path) -> dict[str, int]:
+    with sqlite3.connect(db_path) as conn:
+        return {state: n for state, n in conn.execute(
+            "select state, count(*) from orders group by state")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=64, help="worker threads (huey consumer)")
+    parser.add_argument("--upay-latency", type=float, default=0.25)
+    parser.add_argument("--store-latency", type=float, default=0.05)
+    parser.add_argument("--timeout", type=float, default=150.0,
+                        help="stop waiting for the drain after this many seconds")
+    args = parser.parse_args()
+
+    from waitress.server import create_server
+
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.fakes.lazy import AppSlot
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    fakes = ctx.Process(target=fakes_main, args=(theirs, args.upay_latency, args.store_latency),
+                        daemon=True)
+    fakes.start()
+    info: dict[str, Any] = ours.recv()
+
+    with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname:
+        data_dir = Path(tmpname)
+        slot = AppSlot()
+        server = create_server(slot, host="127.0.0.1", port=0, threads=8)
+        web = threading.Thread(target=server.run, daemon=True, name="waitress")
+        web.start()
+        public_url = f"http://127.0.0.1:{server.effective_port}"
+        settings = load_settings({}, data_dir=data_dir).with_overrides(
+            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+            queue_url=f"sqlite:///{data_dir / 'queue.db'}",
+            public_url=public_url, secret_keys=(generate_key(),), workers=args.workers,
+            upay_sandbox_url=f"{info['upay_url']}/api/v1/",
+            upay_production_url=f"{info['upay_url']}/api/v1/")
+        rt = bootstrap(settings)
+        slot.app = create_app(rt)
+        record = rt.registry.add(
+            "woocommerce", info["wc_url"],
+            {"consumer_key": info["ck"], "consumer_secret": info["cs"],
+             "webhook_secret": WEBHOOK_SECRET, "upay_api_key": UPAY_KEY},
+            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+        ours.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
+        ours.recv()
+
+        # 1. the burst: every order delivered while no worker runs (intake only)
+        ours.send(("deliver", args.orders))
+        intake = ours.recv()
+        db_path = data_dir / "bridge.db"
+        print(f"intake: {intake['delivered']} delivered ({intake['failed']} failed) in "
+              f"{intake['seconds']:.1f} s; states {count_states(db_path)}")
+
+        # 2. the drain: start the workers and wait until every order is done
+        consumer = rt.jobs.consumer(args.workers)
+        t0 = time.monotonic()
+        consumer.start()
+        deadline = t0 + args.timeout
+        states: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            states = count_states(db_path)
+            if states.get("done", 0) >= args.orders:
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        consumer.stop(graceful=True)
+        ours.send(("stop", None))
+        ours.recv()
+        fakes.join(timeout=10)
+        server.close()
+        rt.close()
+
+    done = states.get("done", 0)
+    per_order = args.upay_latency + 2 * args.store_latency
+    ideal = args.orders * per_order / args.workers
+    rate = done / elapsed
+    of_ideal = ideal / elapsed if done >= args.orders else float("nan")
+    print(f"drain: {done}/{args.orders} orders done in {elapsed:.2f} s with {args.workers} workers "
+          f"(final states {states})")
+    print(f"throughput: {rate:.1f} orders/s (goal >= 100: {'MET' if rate >= 100 else 'NOT MET'})")
+    print(f"ideal: {ideal:.2f} s ({args.orders} x {per_order:.2f} s / {args.workers}); "
+          f"ideal/actual = {of_ideal:.2f} (goal >= 0.8: {'MET' if of_ideal >= 0.8 else 'NOT MET'})")
+
+
+if __name__ == "__main__":
+    main()

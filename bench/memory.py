@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Memory benchmark: resident memory (VmRSS from /proc/self/status) of the bridge's web+worker
+process before and after it has handled N orders.
+
+This process is the bridge as ``upay-bridge serve`` runs it in the embedded default: waitress
+(8 threads) and the huey consumer (``--workers``, default 8 as UPAY_BRIDGE_WORKERS) in one
+process, SQLite database and queue. The fakes (UPay, WooCommerce; no added latency) run in a
+child process so their own growing state is not counted. Orders are delivered in batches of
+``--batch`` while the worker runs; "before" is read after a warm-up of 20 orders (imports and
+pools loaded), "after" once all N orders are ``done``. VmHWM (peak) is printed as well.
+
+Run: ``/tmp/v/bin/python bench/memory.py`` (2,000 orders); ``--orders 10000`` for the issue's
+figure. No goal is attached; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UPAY_KEY = "upay-key-bench-9f2c81d7e4"
+WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
+
+
+# ------------------------------------------------------------------------------ fakes (child)
+
+def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float = 0.0) -> None:
+    """Child process: serve fake UPay and fake WooCommerce; create and deliver orders on request."""
+    from bridge.fakes.upay import FakeUPay
+    from bridge.fakes.woocommerce import FakeWooCommerce
+
+    upay = FakeUPay(valid_keys=(UPAY_KEY,), latency=upay_latency)
+    upay_served = upay.serve()
+    wc = FakeWooCommerce(decimals=3, currency="KWD")
+    wc.delivery_timeout = 60
+    wc_served = wc.serve()
+    wc.add_product(11, "Arabic coffee beans 500 g", "4.750", sku="COF-500")
+    wc.add_product(12, "Dallah coffee pot", "12.500", sku="DAL-1")
+    ck, cs = wc.add_api_key("read_write")
+    pipe.send({"upay_url": upay_served.url, "wc_url": wc.base_url, "ck": ck, "cs": cs})
+
+    webhook_id = 0
+    while True:
+        cmd, arg = pipe.recv()
+        if cmd == "webhook":
+            webhook_id = int(wc.add_webhook("order.created", arg, WEBHOOK_SECRET)["id"])
+            wc.latency = store_latency  # after setup: only the bridge's REST calls are slowed
+            pipe.send(webhook_id)
+        elif cmd == "deliver":
+            ids = [int(wc.create_order([{"product_id": 11, "quantity": 2},
+                                        {"product_id": 12, "quantity": 1}])["id"])
+                   for _ in range(int(arg))]
+            wc._queue.clear()   # deliveries are sent below, not by a (stopped) scheduler
+            t0 = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                records = [r for batch in pool.map(lambda oid: wc.deliver(webhook_id, oid), ids)
+                           for r in batch]
+            ok = sum(1 for r in records if r.success)
+            pipe.send({"delivered": ok, "failed": len(records) - ok,
+                       "seconds": time.monotonic() - t0})
+        elif cmd == "stop":
+            upay_served.shutdown()
+            wc_served.shutdown()
+            pipe.send("stopped")
+            return
+
+
+# ------------------------------------------------------------------------------ bridge (here)
+
+def proc_status(field: str) -> int:
+    """A ``kB`` line of /proc/self/status (VmRSS, VmHWM), in kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def count_done(db_path: Path) -> int:
+    with sqlite3.connect(db_path) as conn:
+        return int(conn.execute("select count(*) from orders where state = 'done'").fetchone()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=500, help="orders delivered per batch")
+    parser.add_argument("--timeout", type=float, default=170.0,
+                        help="stop waiting for the orders after this many seconds in all")
+    args = parser.parse_args()
+
+    from waitress.server import create_server
+
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.fakes.lazy import AppSlot
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+
+    started = time.monotonic()
+    ctx = mp.get_context("spawn")
+    ours, theirs = ctx.Pipe()
+    fakes = ctx.Process(target=fakes_main, args=(theirs,), daemon=True)
+    fakes.start()
+    info: dict[str, Any] = ours.recv()
+
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmpname:
+        data_dir = Path(tmpname)
+        rss_start = proc_status("VmRSS")
+        slot = AppSlot()
+        server = create_server(slot, host="127.0.0.1", port=0, threads=8)
+        threading.Thread(target=server.run, daemon=True, name="waitress").start()
+        public_url = f"http://127.0.0.1:{server.effective_port}"
+        settings = load_settings({}, data_dir=data_dir).with_overrides(
+            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+            queue_url=f"sqlite:///{data_dir / 'queue.db'}",
+            public_url=public_url, secret_keys=(generate_key(),), workers=args.workers,
+            upay_sandbox_url=f"{info['upay_url']}/api/v1/",
+            upay_production_url=f"{info['upay_url']}/api/v1/")
+        rt = bootstrap(settings)
+        slot.app = create_app(rt)
+        record = rt.registry.add(
+            "woocommerce", info["wc_url"],
+            {"consumer_key": info["ck"], "consumer_secret": info["cs"],
+             "webhook_secret": WEBHOOK_SECRET, "upay_api_key": UPAY_KEY},
+            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+        ours.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
+        ours.recv()
+        consumer = rt.jobs.consumer(args.workers)
+        consumer.start()
+        db_path = data_dir / "bridge.db"
+        deadline = started + args.timeout
+
+        def deliver_and_wait(n: int, target: int) -> None:
+            ours.send(("deliver", n))
+            ours.recv()
+            while count_done(db_path) < target and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+        deliver_and_wait(20, 20)   # warm-up
+        gc.collect()
+        rss_before = proc_status("VmRSS")
+        t0 = time.monotonic()
+        total = 20
+        while total < 20 + args.orders and time.monotonic() < deadline:
+            n = min(args.batch, 20 + args.orders - total)
+            total += n
+            deliver_and_wait(n, total)
+        elapsed = time.monotonic() - t0
+        done = count_done(db_path) - 20
+        gc.collect()
+        rss_after = proc_status("VmRSS")
+        hwm = proc_status("VmHWM")
+        consumer.stop(graceful=True)
+        ours.send(("stop", None))
+        ours.recv()
+        fakes.join(timeout=10)
+        server.close()
+        rt.close()
+
+    print(f"orders done: {done}/{args.orders} in {elapsed:.1f} s ({done / elapsed:.1f} orders/s, "
+          f"{args.workers} workers)")
+    print(f"VmRSS: process start {rss_start / 1024:.1f} MiB; before (after 20 warm-up orders) "
+          f"{rss_before / 1024:.1f} MiB; after {rss_after / 1024:.1f} MiB; "
+          f"growth {(rss_after - rss_before) / 1024:.1f} MiB "
+          f"({(rss_after - rss_before) / max(done, 1):.2f} kB/order); peak VmHWM {hwm / 1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

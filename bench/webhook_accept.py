@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Webhook intake benchmark: the bridge's signed WooCommerce ``order.created`` endpoint
+against a bare Flask app that only reads the body and answers 200.
+
+Both apps are served by waitress in the same way (same ``--threads``), each in its own
+subprocess (this script re-runs itself with ``--serve bridge|bare``). One load generator in
+this process drives both with the same signed, realistic KWD order body; every request gets a
+distinct order id (and delivery id), so each one records a new order in the bridge.
+
+Two measurements per app:
+
+1. closed loop, ``--concurrency`` client threads on keep-alive connections for
+   ``--duration`` seconds: throughput in requests/s; the ratio bridge/bare is reported;
+2. open loop at a fixed ``--rate`` (default 100 requests/s) for ``--duration`` seconds:
+   p50/p99 latency, measured from each request's *scheduled* send time (so a stalled server
+   is not hidden by the client waiting for it).
+
+The bridge runs the embedded default (SQLite database and queue) with NO worker: only intake
+is measured. Goal from the issue: ratio >= 0.6 and p99 < 50 ms at 100 rps. Nothing here asserts
+a timing: the script prints the numbers and whether the goal was met.
+
+Run: ``/tmp/v/bin/python bench/webhook_accept.py`` (about 1 minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
+SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced per request
+
+
+# ------------------------------------------------------------------------------ servers
+
+def serve_bridge(threads: int, data_dir: Path) -> None:
+    """Child process: the bridge (embedded SQLite layout), web only, no worker."""
+    from waitress.server import create_server
+
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+
+    settings = load_settings({}, data_dir=data_dir).with_overrides(
+        database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+        queue_url=f"sqlite:///{data_dir / 'queue.db'}",
+        secret_keys=(generate_key(),),
+        # Nothing is called during intake; point UPay at a closed loopback port anyway.
+        upay_sandbox_url="http://127.0.0.1:9/api/v1/", upay_production_url="http://127.0.0.1:9/api/v1/")
+    rt = bootstrap(settings)
+    record = rt.registry.add(
+        "woocommerce", "http://127.0.0.1:9",
+        {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
+         "webhook_secret": WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
+        name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+    app = create_app(rt)
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    print(json.dumps({"port": server.effective_port,
+                      "path": f"/webhooks/woocommerce/{record.id}"}), flush=True)
+    server.run()
+
+
+def serve_bare(threads: int) -> None:
+    """Child process: a Flask app whose one endpoint reads the body and answers 200."""
+    import flask
+    from waitress.server import create_server
+
+    app = flask.Flask("bare")
+
+    @app.post("/webhooks/woocommerce/<store_id>")
+    def receive(store_id: str) -> tuple[str, int]:
+        flask.request.get_data()
+        return "", 200
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    print(json.dumps({"port": server.effective_port, "path": "/webhooks/woocommerce/bare"}), flush=True)
+    server.run()
+
+
+@dataclass
+class Child:
+    proc: subprocess.Popen[str]
+    port: int
+    path: str
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_child(kind: str, threads: int, data_dir: Path, log: Path) -> Child:
+    cmd = [sys.executable, __file__, "--serve", kind, "--threads", str(threads),
+           "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"{kind} server did not start; see {log}")
+    info = json.loads(line)
+    return Child(proc, int(info["port"]), str(info["path"]))
+
+
+# ------------------------------------------------------------------------------ load
+
+def body_template() -> bytes:
+    """A realistic KWD ``order.created`` body, as the fake WooCommerce store would send it,
+    with the order id and number set to SENTINEL_ID (replaced per request)."""
+    from bridge.fakes.woocommerce import FakeWooCommerce, wp_json_encode
+
+    fake = FakeWooCommerce(decimals=3, currency="KWD")
+    fake.set_base_url("https://shop.example.com")
+    fake.add_product(11, "Arabic coffee beans 500 g", "4.750", sku="COF-500")
+    fake.add_product(12, "Dallah coffee pot", "12.500", sku="DAL-1")
+    fake.add_product(13, "Dates gift box", "7.250", sku="DAT-GB")
+    order = fake.create_order(
+        [{"product_id": 11, "quantity": 2}, {"product_id": 12, "quantity": 1},
+         {"product_id": 13, "quantity": 3}],
+        shipping_lines=[{"method_id": "flat_rate", "method_title": "Flat rate", "total": "1.500"}])
+    order["id"] = SENTINEL_ID
+    order["number"] = str(SENTINEL_ID)
+    return wp_json_encode(order).encode("utf-8")
+
+
+class Load:
+    """Makes a distinct signed request per call (thread-safe: itertools.count is atomic)."""
+
+    def __init__(self, template: bytes, first_id: int) -> None:
+        from bridge.fakes.woocommerce import webhook_signature
+
+        self._sign = webhook_signature
+        self.template = template
+        self.ids = itertools.count(first_id)
+
+    def request(self) -> tuple[bytes, dict[str, str]]:
+        order_id = next(self.ids)
+        body = self.template.replace(str(SENTINEL_ID).encode(), str(order_id).encode())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "WooCommerce/7.9.0 Hookshot (WordPress/6.1.9)",
+            "X-WC-Webhook-Source": "https://shop.example.com/",
+            "X-WC-Webhook-Topic": "order.created",
+            "X-WC-Webhook-Resource": "order",
+            "X-WC-Webhook-Event": "created",
+            "X-WC-Webhook-Signature": self._sign(body, WEBHOOK_SECRET),
+            "X-WC-Webhook-ID": "1",
+            "X-WC-Webhook-Delivery-ID": f"{order_id:032x}",
+        }
+        return body, headers
+
+
+@dataclass
+class Result:
+    ok: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, ok: bool, latency: float) -> None:
+        with self.lock:
+            if ok:
+                self.ok += 1
+                self.latencies.append(latency)
+            else:
+                self.errors += 1
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str]) -> bool:
+    conn.request("POST", path, body=body, headers=headers)
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status == 200
+
+
+def closed_loop(child: Child, load: Load, concurrency: int, duration: float) -> Result:
+    """``concurrency`` threads, each posting back to back on its keep-alive connection."""
+    result = Result()
+    start = time.monotonic()
+    deadline = start + duration
+
+    def run() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+        while time.monotonic() < deadline:
+            body, headers = load.request()
+            t0 = time.perf_counter()
+            try:
+                ok = post(conn, child.path, body, headers)
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+            result.add(ok, time.perf_counter() - t0)
+        conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.elapsed = time.monotonic() - start
+    return result
+
+
+def open_loop(child: Child, load: Load, rate: float, duration: float, senders: int = 32) -> Result:
+    """Request i is due at start + i/rate; sender k sends requests k, k+senders, ...
+    Latency counts from the due time, so time spent waiting for a busy server is included."""
+    result = Result()
+    total = int(rate * duration)
+    start = time.perf_counter() + 0.1
+
+    def run(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+        for i in range(k, total, senders):
+            body, headers = load.request()
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                ok = post(conn, child.path, body, headers)
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+            result.add(ok, time.perf_counter() - due)
+        conn.close()
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def count_orders(data_dir: Path) -> int:
+    with sqlite3.connect(data_dir / "bridge.db") as conn:
+        return int(conn.execute("select count(*) from orders").fetchone()[0])
+
+
+def measure(kind: str, args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, Any]:
+    data_dir = tmp / kind
+    data_dir.mkdir()
+    child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log")
+    try:
+        load = Load(template, first_id=1000)
+        closed_loop(child, load, args.concurrency, args.warmup)   # warm-up, not reported
+        tp = closed_loop(child, load, args.concurrency, args.duration)
+        time.sleep(0.5)
+        ol = open_loop(child, load, args.rate, args.duration)
+    finally:
+        child.stop()
+    out: dict[str, Any] = {
+        "throughput_rps": tp.ok / tp.elapsed, "throughput_errors": tp.errors,
+        "closed_p50_ms": pct(tp.latencies, 0.5) * 1000, "closed_p99_ms": pct(tp.latencies, 0.99) * 1000,
+        "open_rate": args.rate, "open_ok": ol.ok, "open_errors": ol.errors,
+        "open_p50_ms": pct(ol.latencies, 0.5) * 1000, "open_p99_ms": pct(ol.latencies, 0.99) * 1000,
+        "open_mean_ms": statistics.fmean(ol.latencies) * 1000 if ol.latencies else float("nan"),
+        "sent": next(load.ids) - 1000,
+    }
+    if kind == "bridge":
+        out["orders_recorded"] = count_orders(data_dir)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads (both apps; the CLI default)")
+    parser.add_argument("--concurrency", type=int, default=16, help="client threads for throughput")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unreported warm-up")
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests per second")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--serve", choices=("bridge", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.serve == "bridge":
+        serve_bridge(args.threads, args.data_dir)
+        return
+    if args.serve == "bare":
+        serve_bare(args.threads)
+        return
+
+    template = body_template()
+    print(f"body: {len(template)} bytes; waitress threads={args.threads}; "
+          f"closed loop {args.concurrency} clients x {args.duration:.0f}s; "
+          f"open loop {args.rate:.0f} rps x {args.duration:.0f}s; cpus={os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmpname:
+        tmp = Path(tmpname)
+        bare = measure("bare", args, template, tmp)
+        bridge = measure("bridge", args, template, tmp)
+    ratio = bridge["throughput_rps"] / bare["throughput_rps"]
+    for name, r in (("bare", bare), ("bridge", bridge)):
+        print(f"{name:>6}: {r['throughput_rps']:8.1f} req/s at max concurrency "
+              f"(errors {r['throughput_errors']}); at {r['open_rate']:.0f} rps: "
+              f"p50 {r['open_p50_ms']:.1f} ms, p99 {r['open_p99_ms']:.1f} ms "
+              f"({r['open_ok']} ok, {r['open_errors']} errors)")
+    print(f"bridge orders recorded: {bridge['orders_recorded']} of {bridge['sent']} requests sent")
+    ratio_ok = ratio >= 0.6
+    p99_ok = bridge["open_p99_ms"] < 50.0
+    print(f"ratio bridge/bare: {ratio:.2f} (goal >= 0.6: {'MET' if ratio_ok else 'NOT MET'})")
+    print(f"bridge p99 at {args.rate:.0f} rps: {bridge['open_p99_ms']:.1f} ms "
+          f"(goal < 50 ms: {'MET' if p99_ok else 'NOT MET'})")
+    if args.json:
+        print(json.dumps({"bare": bare, "bridge": bridge, "ratio": ratio,
+                          "ratio_goal_met": ratio_ok, "p99_goal_met": p99_ok}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Structured logs: one JSON object per line, with the web request's id.
+
+Only the message and a few known identifiers (``request_id``, ``store_id``, ``order_id``) are
+written, never arbitrary ``extra`` fields, headers or bodies, so nothing secret reaches the log
+by accident.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import uuid
+from datetime import datetime, timezone
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "upay_bridge_request_id", default=None)
+
+_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_FIELDS = ("request_id", "store_id", "order_id")
+
+
+def request_id_from(incoming: str | None) -> str:
+    """The caller's ``X-Request-ID`` when it is a short token, else a fresh id."""
+    if incoming and _TOKEN.fullmatch(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+                            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if getattr(record, "request_id", None) is None:
+            rid = request_id_var.get()
+            if rid is not None:
+                out["request_id"] = rid
+        for field in _FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                out[field] = str(value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        rid = getattr(record, "request_id", None) or request_id_var.get()
+        return f"{text} [request_id={rid}]" if rid else text
+
+
+def configure(level: str = "INFO", fmt: str = "json", stream=None) -> logging.Handler | None:
+    """Like ``logging.basicConfig``: a no-op when someone else (a test runner, an embedding
+    program) already configured the root logger; otherwise install (or replace) our handler."""
+    root = logging.getLogger()
+    if any(not getattr(h, "_upay_bridge", False) for h in root.handlers):
+        return None
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._upay_bridge = True  # type: ignore[attr-defined]
+    handler.setFormatter(TextFormatter() if fmt.lower() == "text" else JSONFormatter())
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    return handler
