@@ -16,7 +16,6 @@ import sqlalchemy as sa
 from bridge import db
 
 from .conftest import UPAY_KEY, wait_for
-from .test_scale_out import scaled_env  # noqa: F401 - the PostgreSQL + Redis fixture
 from .test_scale_out import _up
 from .test_serve import command
 
@@ -25,7 +24,7 @@ from .test_serve import command
 @pytest.mark.skipif(not os.environ.get("UPAY_BRIDGE_CRASH_TESTS"),
                     reason="set UPAY_BRIDGE_CRASH_TESTS=1: one run in three waited out its 180 s "
                            "budget for the restarted worker's minute sweep (under investigation)")
-def test_worker_killed_during_a_burst(scaled_env, fake_wc, fake_upay):  # noqa: F811
+def test_worker_killed_during_a_burst(scaled_env, fake_wc, fake_upay):
     env = {**scaled_env, "UPAY_BRIDGE_LEASE_SECONDS": "3", "UPAY_BRIDGE_RETRY_BASE_SECONDS": "0.2",
            "UPAY_BRIDGE_RETRY_MAX_SECONDS": "1", "UPAY_BRIDGE_SWEEP_GRACE_SECONDS": "2"}
     subprocess.run(command("db", "upgrade"), env=env, check=True, capture_output=True)

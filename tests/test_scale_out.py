@@ -5,57 +5,19 @@ makes exactly one invoice and one note."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 
-import pytest
 import requests
 
-from bridge.crypto import generate_key
 from bridge.stores.woocommerce import webhook_signature
 
 from .conftest import UPAY_KEY, wait_for
-from .test_layouts import PG_ADMIN_URL, REDIS_URL, _available
-from .test_serve import command, free_port, stop
+from .test_serve import command, stop
 from .test_webhooks import php_json
-
-
-@pytest.fixture
-def scaled_env(tmp_path, fake_upay):
-    problem = _available()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL/Redis must run in CI: {problem}")
-        pytest.skip(problem)
-    import uuid
-
-    import sqlalchemy as sa
-    name = f"upay_bridge_s_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-                             isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    port = free_port()
-    env = {**os.environ,
-           "UPAY_BRIDGE_DATA_DIR": str(tmp_path / "data"),
-           "UPAY_BRIDGE_DATABASE_URL": PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name,
-           "UPAY_BRIDGE_QUEUE_URL": REDIS_URL, "UPAY_BRIDGE_QUEUE_NAME": name,
-           "UPAY_BRIDGE_SECRET_KEY": generate_key(),
-           "UPAY_BRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "UPAY_BRIDGE_UPAY_SANDBOX_URL": f"{fake_upay.url}/api/v1/",
-           "PORT_FOR_TEST": str(port)}
-    yield env
-    import redis
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"*{name.replace('_', '')}*"):
-        client.delete(key)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_duplicate_storm_over_two_web_processes(scaled_env, fake_wc, fake_upay):
