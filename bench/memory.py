@@ -23,60 +23,13 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-UPAY_KEY = "upay-key-bench-9f2c81d7e4"
-WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
-
-
-# ------------------------------------------------------------------------------ fakes (child)
-
-def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float = 0.0) -> None:
-    """Child process: serve fake UPay and fake WooCommerce; create and deliver orders on request."""
-    from bridge.fakes.upay import FakeUPay
-    from bridge.fakes.woocommerce import FakeWooCommerce
-
-    upay = FakeUPay(valid_keys=(UPAY_KEY,), latency=upay_latency)
-    upay_served = upay.serve()
-    wc = FakeWooCommerce(decimals=3, currency="KWD")
-    wc.delivery_timeout = 60
-    wc_served = wc.serve()
-    wc.add_product(11, "Arabic coffee beans 500 g", "4.750", sku="COF-500")
-    wc.add_product(12, "Dallah coffee pot", "12.500", sku="DAL-1")
-    ck, cs = wc.add_api_key("read_write")
-    pipe.send({"upay_url": upay_served.url, "wc_url": wc.base_url, "ck": ck, "cs": cs})
-
-    webhook_id = 0
-    while True:
-        cmd, arg = pipe.recv()
-        if cmd == "webhook":
-            webhook_id = int(wc.add_webhook("order.created", arg, WEBHOOK_SECRET)["id"])
-            wc.latency = store_latency  # after setup: only the bridge's REST calls are slowed
-            pipe.send(webhook_id)
-        elif cmd == "deliver":
-            ids = [int(wc.create_order([{"product_id": 11, "quantity": 2},
-                                        {"product_id": 12, "quantity": 1}])["id"])
-                   for _ in range(int(arg))]
-            wc._queue.clear()   # deliveries are sent below, not by a (stopped) scheduler
-            t0 = time.monotonic()
-            with ThreadPoolExecutor(8) as pool:
-                records = [r for batch in pool.map(lambda oid: wc.deliver(webhook_id, oid), ids)
-                           for r in batch]
-            ok = sum(1 for r in records if r.success)
-            pipe.send({"delivered": ok, "failed": len(records) - ok,
-                       "seconds": time.monotonic() - t0})
-        elif cmd == "stop":
-            upay_served.shutdown()
-            wc_served.shutdown()
-            pipe.send("stopped")
-            return
-
+from fakes_process import UPAY_KEY, WEBHOOK_SECRET, fakes_main  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 

@@ -61,6 +61,7 @@ from jwt import api_jws
 from jwt.algorithms import RSAAlgorithm
 from werkzeug.wrappers import Response
 
+from bridge.fakes.faults import Fault, FaultScript
 from bridge.fakes.server import ServedApp, serve_wsgi
 
 __all__ = [
@@ -1072,63 +1073,6 @@ FAULT_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass
-class Fault:
-    endpoint: str
-    kind: str
-    remaining: int
-    params: dict[str, Any]
-
-
-class FaultScript:
-    """Scripted failures, used up in the order added by the next matching request/attempt.
-
-    ``fake.faults.add("graphql", "status", status=502)``, ``add("graphql", "timeout",
-    seconds=0.5)``, ``add("webhook", "no_sign", count=2)``; see :data:`FAULT_KINDS`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-        self.fired: list[Fault] = []
-
-    def add(self, endpoint: str, kind: str, count: int = 1, **params: Any) -> Fault:
-        if endpoint not in FAULT_KINDS:
-            raise ValueError(f"unknown fault endpoint {endpoint!r}; expected one of "
-                             f"{tuple(FAULT_KINDS)}")
-        if kind not in FAULT_KINDS[endpoint]:
-            raise ValueError(f"unknown fault kind {kind!r} for {endpoint!r}; expected one of "
-                             f"{FAULT_KINDS[endpoint]}")
-        if int(count) < 1:
-            raise ValueError("count must be at least 1")
-        fault = Fault(endpoint, kind, int(count), dict(params))
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def take(self, endpoint: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.endpoint == endpoint:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    self.fired.append(fault)
-                    return fault
-        return None
-
-    def pending(self) -> list[Fault]:
-        with self._lock:
-            return [Fault(f.endpoint, f.kind, f.remaining, dict(f.params)) for f in self._faults]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._faults)
-
-
 # --------------------------------------------------------------------------------------------
 # Internal models and errors
 # --------------------------------------------------------------------------------------------
@@ -1384,7 +1328,7 @@ class FakeSaleor:
         self.deliveries: list[Delivery] = []
         self.requests: list[RecordedRequest] = []
         self.emitted: list[tuple[str, str]] = []
-        self.faults = FaultScript()
+        self.faults = FaultScript(FAULT_KINDS)
 
         self._lock = threading.RLock()
         self._queue: list[Delivery] = []

@@ -42,6 +42,7 @@ import flask
 import requests as requests_lib
 from markupsafe import escape
 
+from bridge.fakes.faults import Fault, FaultScript
 from bridge.fakes.server import ServedApp, serve_wsgi
 
 # Kuwait has no DST; UPay's timestamps are local time without an offset (§6.1 [INF]).
@@ -177,15 +178,7 @@ class InvoiceStateError(ValueError):
 # --------------------------------------------------------------------------- faults
 
 
-@dataclass
-class Fault:
-    endpoint: str
-    kind: str
-    remaining: int
-    params: dict[str, Any]
-
-
-class FaultScript:
+class UPayFaultScript(FaultScript):
     """Scripted failures, consumed in the order added by the next matching requests.
 
     ``add(endpoint, kind, count=1, **params)``; endpoint "charge", "status", "key_check"
@@ -205,42 +198,9 @@ class FaultScript:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-
-    def add(self, endpoint: str, kind: str, count: int = 1, **params: Any) -> None:
-        allowed = NOTIFICATION_FAULTS if endpoint == "notification" else API_FAULTS
-        if endpoint not in API_ENDPOINTS + ("notification",):
-            raise ValueError(f"unknown fault endpoint {endpoint!r}")
-        if kind not in allowed:
-            raise ValueError(f"unknown fault kind {kind!r} for {endpoint!r}")
-        if int(count) < 1:
-            raise ValueError("count must be at least 1")
-        with self._lock:
-            self._faults.append(Fault(endpoint, kind, int(count), dict(params)))
-
-    def take(self, endpoint: str) -> Fault | None:
-        """The fault for this request, if one is scripted; uses up one of its ``count``."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.endpoint == endpoint:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def pending(self) -> list[Fault]:
-        with self._lock:
-            return [Fault(f.endpoint, f.kind, f.remaining, dict(f.params)) for f in self._faults]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._faults)
+        kinds = {endpoint: API_FAULTS for endpoint in API_ENDPOINTS}
+        kinds["notification"] = NOTIFICATION_FAULTS
+        super().__init__(kinds)
 
 
 # --------------------------------------------------------------------------- the fake
@@ -268,7 +228,7 @@ class FakeUPay:
         self.notifications: list[SentNotification] = []
         # E-mails/SMS production would have sent for create-invoice; the sandbox sends none (§4.4).
         self.messages: list[dict[str, Any]] = []
-        self.faults = FaultScript()
+        self.faults = UPayFaultScript()
         # Base URL of the last serve() (None until served, or when served by other means).
         self.url: str | None = None
         # What check-payment-button-status and check-merchant-api-key report (§10); the
