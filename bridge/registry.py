@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets as pysecrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
@@ -126,9 +127,20 @@ def validate_store_url(url: str, kind: str = "woocommerce") -> str:
 
 
 class StoreRegistry:
+    # Every webhook and every job looks its store up: a short-lived cache saves a database read
+    # and a decryption each time. Changes made in this process apply at once; changes made by
+    # another process (the CLI, another web process) within CACHE_SECONDS.
+    CACHE_SECONDS = 5.0
+
     def __init__(self, engine: Engine, box: SecretBox) -> None:
         self._engine = engine
         self._box = box
+        self._cache: dict[str, tuple[float, StoreRecord]] = {}
+        self._cache_lock = threading.Lock()
+
+    def _forget(self, store_id: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(store_id, None)
 
     def add(self, kind: str, url: str, secrets: Mapping[str, str], *, name: str = "",
             upay_sandbox: bool = False, settings: StoreSettings | None = None,
@@ -157,11 +169,19 @@ class StoreRegistry:
         return record
 
     def get(self, store_id: str) -> StoreRecord:
+        now = time.monotonic()
+        with self._cache_lock:
+            cached = self._cache.get(store_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         with self._engine.connect() as conn:
             row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)).first()
         if row is None:
             raise UnknownStoreError(f"no store with id {store_id!r}")
-        return self._record(row)
+        record = self._record(row)
+        with self._cache_lock:
+            self._cache[store_id] = (now + self.CACHE_SECONDS, record)
+        return record
 
     def find_by_url(self, kind: str, url: str) -> StoreRecord | None:
         with self._engine.connect() as conn:
@@ -184,6 +204,7 @@ class StoreRegistry:
         return [self._record(r) for r in rows]
 
     def remove(self, store_id: str) -> None:
+        self._forget(store_id)
         with self._engine.begin() as conn:
             # Child rows first: SQLite enforces ON DELETE CASCADE only with foreign_keys on.
             order_ids = sa.select(db.orders.c.id).where(db.orders.c.store_id == store_id)
@@ -198,7 +219,8 @@ class StoreRegistry:
 
     def update(self, store_id: str, *, settings: StoreSettings | None = None,
                secrets: Mapping[str, str] | None = None,
-               upay_sandbox: bool | None = None) -> StoreRecord:
+               upay_sandbox: bool | None = None, merchant_id: int | None = None) -> StoreRecord:
+        self._forget(store_id)
         record = self.get(store_id)
         if settings is not None:
             validate_settings(record.kind, settings)
@@ -206,11 +228,14 @@ class StoreRegistry:
         merged.update({k: v for k, v in (secrets or {}).items() if v})
         record = replace(record, settings=settings or record.settings, secrets=merged,
                          updated_at=time.time(),
-                         upay_sandbox=record.upay_sandbox if upay_sandbox is None else upay_sandbox)
+                         upay_sandbox=record.upay_sandbox if upay_sandbox is None else upay_sandbox,
+                         merchant_id=record.merchant_id if merchant_id is None else merchant_id)
         with self._engine.begin() as conn:
             conn.execute(db.stores.update().where(db.stores.c.id == store_id).values(
                 settings=record.settings.to_json(), upay_sandbox=record.upay_sandbox,
+                merchant_id=record.merchant_id,
                 secrets=self._box.encrypt(json.dumps(merged)), updated_at=record.updated_at))
+        self._forget(store_id)
         return record
 
     def rotate_secrets(self) -> int:
@@ -220,6 +245,8 @@ class StoreRegistry:
             for row in rows:
                 conn.execute(db.stores.update().where(db.stores.c.id == row.id)
                              .values(secrets=self._box.rotate(row.secrets)))
+        with self._cache_lock:
+            self._cache.clear()
         return len(rows)
 
     def _record(self, row: Any) -> StoreRecord:

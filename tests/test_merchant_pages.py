@@ -30,10 +30,7 @@ def two_merchants(bridge, connect_store):
     a = bridge.runtime.accounts.create("a@example.com", PASSWORD)
     b = bridge.runtime.accounts.create("b@example.com", PASSWORD)
     store_a = connect_store(bridge)
-    with bridge.runtime.engine.begin() as conn:
-        from bridge import db
-        conn.execute(db.stores.update().where(db.stores.c.id == store_a.id).values(merchant_id=a.id))
-    return a, b, bridge.runtime.registry.get(store_a.id)
+    return a, b, bridge.runtime.registry.update(store_a.id, merchant_id=a.id)
 
 
 def test_pages_need_a_signed_in_merchant(bridge):
