@@ -91,12 +91,13 @@ class Jobs:
             logger.exception("could not queue %s%r; the periodic sweep will pick it up",
                              task.name, args[:1])
 
-    def consumer(self, workers: int) -> Any:
+    def consumer(self, workers: int, periodic: bool = True) -> Any:
         # Threads, not processes: the work is waiting on UPay and the store. A short maximum
         # polling delay keeps an idle SQLite queue responsive (Redis blocks on the list instead).
-        return self.huey.create_consumer(workers=workers, worker_type="thread", periodic=True,
-                                         initial_delay=0.05, backoff=1.5, max_delay=0.5,
-                                         scheduler_interval=1, check_worker_health=True)
+        return self.huey.create_consumer(workers=workers, worker_type="thread",
+                                         periodic=periodic, initial_delay=0.05, backoff=1.5,
+                                         max_delay=0.5, scheduler_interval=1,
+                                         check_worker_health=True)
 
     def depth(self) -> int:
         return int(self.huey.pending_count())

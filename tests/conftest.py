@@ -44,7 +44,9 @@ class Bridge:
 
     def start_worker(self, workers: int = 4) -> None:
         if self.consumer is None:
-            self.consumer = self.runtime.jobs.consumer(workers)
+            # No periodic tasks in tests: a sweep, reconcile or webhook check firing at a minute
+            # boundary would make results depend on the clock; tests call them directly.
+            self.consumer = self.runtime.jobs.consumer(workers, periodic=False)
             self.consumer.start()
 
     def stop_worker(self) -> None:
