@@ -6,6 +6,7 @@ import logging
 from typing import Any, Mapping
 
 from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
@@ -14,6 +15,17 @@ from .logging_setup import request_id_from, request_id_var
 from .runtime import Runtime, bootstrap
 
 logger = logging.getLogger(__name__)
+
+
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, with nesting deeper than the parser's recursion limit refused as bad input
+    (a 400 or, for ``get_json(silent=True)``, no body) rather than crashing the request."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
 
 
 def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -33,6 +45,7 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     if test_config:
         app.config.update(test_config)
     app.extensions["upay_bridge"] = runtime
+    app.json = _JSONProvider(app)
     app.extensions["upay_bridge_metrics"] = metrics.for_runtime(runtime)
 
     @app.before_request

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bridge import db
+from bridge.stores.woocommerce import webhook_signature
 from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.crypto import generate_key
@@ -140,6 +141,23 @@ def test_oversized_bodies_are_a_json_413(env):
                            headers={"Content-Type": "application/json",
                                     "Saleor-Api-Url": SALEOR_API})
         assert resp.status_code == 413, (path, resp.status_code)
+        check(resp)
+    assert_nothing_stored(rt)
+
+
+def test_deeply_nested_json_is_a_clear_4xx(env):
+    rt, client, wc, _ = env
+    deep = b"[" * 6000 + b"]" * 6000  # under the body limit, past the parser's recursion limit
+    signed = {"X-WC-Webhook-Topic": "order.created",
+              "X-WC-Webhook-Signature": webhook_signature(deep, "whsec-fuzz")}
+    resp = client.post(f"/webhooks/woocommerce/{wc.id}", data=deep,
+                       headers={"Content-Type": "application/json", **signed})
+    assert resp.status_code == 400 and "nested too deeply" in resp.get_json()["error"]["message"]
+    for path in (f"/upay/notify/{wc.id}", "/saleor/register", "/saleor/app/session",
+                 "/app/connect/callback/abc"):
+        resp = client.post(path, data=deep, headers={"Content-Type": "application/json",
+                                                      "Saleor-Api-Url": SALEOR_API})
+        assert resp.status_code < 500, (path, resp.status_code)
         check(resp)
     assert_nothing_stored(rt)
 

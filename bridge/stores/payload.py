@@ -16,6 +16,9 @@ def decode_json(body: bytes | str) -> Any:
         return simplejson.loads(body, use_decimal=True)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The parser recurses per nesting level: Python's recursion limit is the depth limit.
+        raise MalformedBodyError("body is JSON nested too deeply") from None
 
 
 def quantity(value: Any, where: str) -> int:
