@@ -32,7 +32,6 @@ import multiprocessing as mp
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakes_process import UPAY_KEY, WEBHOOK_SECRET, fakes_main  # noqa: E402
+from fakes_process import fakes_main, start_bridge  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 
@@ -60,14 +59,7 @@ def main() -> None:
                         help="stop waiting for the drain after this many seconds")
     args = parser.parse_args()
 
-    from waitress.server import create_server
 
-    from bridge.app import create_app
-    from bridge.config import load_settings
-    from bridge.crypto import generate_key
-    from bridge.fakes.lazy import AppSlot
-    from bridge.registry import StoreSettings
-    from bridge.runtime import bootstrap
 
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
@@ -78,26 +70,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname:
         data_dir = Path(tmpname)
-        slot = AppSlot()
-        server = create_server(slot, host="127.0.0.1", port=0, threads=8)
-        web = threading.Thread(target=server.run, daemon=True, name="waitress")
-        web.start()
-        public_url = f"http://127.0.0.1:{server.effective_port}"
-        settings = load_settings({}, data_dir=data_dir).with_overrides(
-            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
-            queue_url=f"sqlite:///{data_dir / 'queue.db'}",
-            public_url=public_url, secret_keys=(generate_key(),), workers=args.workers,
-            upay_sandbox_url=f"{info['upay_url']}/api/v1/",
-            upay_production_url=f"{info['upay_url']}/api/v1/")
-        rt = bootstrap(settings)
-        slot.app = create_app(rt)
-        record = rt.registry.add(
-            "woocommerce", info["wc_url"],
-            {"consumer_key": info["ck"], "consumer_secret": info["cs"],
-             "webhook_secret": WEBHOOK_SECRET, "upay_api_key": UPAY_KEY},
-            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
-        ours.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
-        ours.recv()
+        rt, server = start_bridge(info, data_dir, args.workers, ours)
 
         # 1. the burst: every order delivered while no worker runs (intake only)
         ours.send(("deliver", args.orders))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from typing import Any
 
 UPAY_KEY = "upay-key-bench-9f2c81d7e4"
 WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
@@ -52,3 +53,39 @@ def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float
             wc_served.shutdown()
             pipe.send("stopped")
             return
+
+
+def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection) -> tuple[Any, Any]:
+    """The bridge in this process (waitress, 8 threads), its store registered and the fake
+    store's webhook pointed at it; returns (runtime, waitress server)."""
+    import threading
+
+    from waitress.server import create_server
+
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.fakes.lazy import AppSlot
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+
+    slot = AppSlot()
+    server = create_server(slot, host="127.0.0.1", port=0, threads=8)
+    threading.Thread(target=server.run, daemon=True, name="waitress").start()
+    public_url = f"http://127.0.0.1:{server.effective_port}"
+    settings = load_settings({}, data_dir=data_dir).with_overrides(
+        database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+        queue_url=f"sqlite:///{data_dir / 'queue.db'}",
+        public_url=public_url, secret_keys=(generate_key(),), workers=workers,
+        upay_sandbox_url=f"{info['upay_url']}/api/v1/",
+        upay_production_url=f"{info['upay_url']}/api/v1/")
+    rt = bootstrap(settings)
+    slot.app = create_app(rt)
+    record = rt.registry.add(
+        "woocommerce", info["wc_url"],
+        {"consumer_key": info["ck"], "consumer_secret": info["cs"],
+         "webhook_secret": WEBHOOK_SECRET, "upay_api_key": UPAY_KEY},
+        name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+    pipe.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
+    pipe.recv()
+    return rt, server

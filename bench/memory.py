@@ -21,7 +21,6 @@ import multiprocessing as mp
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakes_process import UPAY_KEY, WEBHOOK_SECRET, fakes_main  # noqa: E402
+from fakes_process import fakes_main, start_bridge  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 
@@ -55,14 +54,7 @@ def main() -> None:
                         help="stop waiting for the orders after this many seconds in all")
     args = parser.parse_args()
 
-    from waitress.server import create_server
 
-    from bridge.app import create_app
-    from bridge.config import load_settings
-    from bridge.crypto import generate_key
-    from bridge.fakes.lazy import AppSlot
-    from bridge.registry import StoreSettings
-    from bridge.runtime import bootstrap
 
     started = time.monotonic()
     ctx = mp.get_context("spawn")
@@ -74,25 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmpname:
         data_dir = Path(tmpname)
         rss_start = proc_status("VmRSS")
-        slot = AppSlot()
-        server = create_server(slot, host="127.0.0.1", port=0, threads=8)
-        threading.Thread(target=server.run, daemon=True, name="waitress").start()
-        public_url = f"http://127.0.0.1:{server.effective_port}"
-        settings = load_settings({}, data_dir=data_dir).with_overrides(
-            database_url=f"sqlite:///{data_dir / 'bridge.db'}",
-            queue_url=f"sqlite:///{data_dir / 'queue.db'}",
-            public_url=public_url, secret_keys=(generate_key(),), workers=args.workers,
-            upay_sandbox_url=f"{info['upay_url']}/api/v1/",
-            upay_production_url=f"{info['upay_url']}/api/v1/")
-        rt = bootstrap(settings)
-        slot.app = create_app(rt)
-        record = rt.registry.add(
-            "woocommerce", info["wc_url"],
-            {"consumer_key": info["ck"], "consumer_secret": info["cs"],
-             "webhook_secret": WEBHOOK_SECRET, "upay_api_key": UPAY_KEY},
-            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
-        ours.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
-        ours.recv()
+        rt, server = start_bridge(info, data_dir, args.workers, ours)
         consumer = rt.jobs.consumer(args.workers)
         consumer.start()
         db_path = data_dir / "bridge.db"
