@@ -28,6 +28,7 @@ for a quick run).
 from __future__ import annotations
 
 import argparse
+import os
 import multiprocessing as mp
 import sqlite3
 import sys
@@ -42,6 +43,12 @@ sys.path.insert(0, str(ROOT))
 from fakes_process import fakes_main, start_bridge  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def count_states(db_path: Path) -> dict[str, int]:
     with sqlite3.connect(db_path) as conn:
@@ -81,6 +88,7 @@ def main() -> None:
 
         # 2. the drain: start the workers and wait until every order is done
         consumer = rt.jobs.consumer(args.workers)
+        cpu0 = cpu_seconds(os.getpid()), cpu_seconds(fakes.pid)
         t0 = time.monotonic()
         consumer.start()
         deadline = t0 + args.timeout
@@ -91,6 +99,7 @@ def main() -> None:
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
+        cpu = cpu_seconds(os.getpid()) - cpu0[0], cpu_seconds(fakes.pid) - cpu0[1]
         consumer.stop(graceful=True)
         ours.send(("stop", None))
         ours.recv()
@@ -105,6 +114,8 @@ def main() -> None:
     of_ideal = ideal / elapsed if done >= args.orders else float("nan")
     print(f"drain: {done}/{args.orders} orders done in {elapsed:.2f} s with {args.workers} workers "
           f"(final states {states})")
+    print(f"CPU per order during the drain: bridge {cpu[0] / max(done, 1) * 1e3:.1f} ms, "
+          f"fakes {cpu[1] / max(done, 1) * 1e3:.1f} ms ({os.cpu_count()} CPUs)")
     print(f"throughput: {rate:.1f} orders/s (goal >= 100: {'MET' if rate >= 100 else 'NOT MET'})")
     print(f"ideal: {ideal:.2f} s ({args.orders} x {per_order:.2f} s / {args.workers}); "
           f"ideal/actual = {of_ideal:.2f} (goal >= 0.8: {'MET' if of_ideal >= 0.8 else 'NOT MET'})")

@@ -87,7 +87,7 @@ class Accounts:
                          .values(language=language))
 
     def _row(self, where: Any) -> Any:
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             return conn.execute(sa.select(db.merchants).where(where)).first()
 
 

@@ -325,7 +325,7 @@ def orders_list(store_id: str | None, state: str | None, limit: int, as_json: bo
         query = query.where(o.store_id == store_id)
     if state:
         query = query.where(o.state == state)
-    with rt.engine.connect() as conn:
+    with db.reading(rt.engine) as conn:
         rows = conn.execute(query).all()
     if as_json:
         click.echo(json.dumps([_order_dict(r) for r in rows]))
@@ -342,7 +342,7 @@ def orders_list(store_id: str | None, state: str | None, limit: int, as_json: bo
 def orders_show(row_id: int, as_json: bool) -> None:
     """Show one order: its state, its invoice attempts and its history."""
     rt = _runtime()
-    with rt.engine.connect() as conn:
+    with db.reading(rt.engine) as conn:
         row = conn.execute(sa.select(db.orders).where(db.orders.c.id == row_id)).first()
     if row is None:
         _fail(f"no order {row_id}")

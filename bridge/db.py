@@ -8,12 +8,15 @@ Timestamps are UTC epoch seconds (floats): simple to compare in both databases.
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData()
 
@@ -209,7 +212,7 @@ sa.Index("ix_events_order", events.c.order_id)
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur = dbapi_connection.cursor()
     # WAL lets readers run during a write; busy_timeout makes a writer wait for the lock
-    # instead of failing with "database is locked" when the web and worker threads collide.
+    # instead of failing with "database is locked" when two processes collide.
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -217,13 +220,82 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+# One lock per SQLite file in this process. SQLite lets one writer in at a time, and a writer
+# that finds the file locked polls for it in growing sleeps (1 ms ... 100 ms); with dozens of
+# worker threads those sleeps, not the work, set the pace. Writers of one process therefore
+# queue on this lock and are woken the moment it is free; the busy timeout still covers a
+# second process (``serve --no-worker`` next to ``worker``).
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+#: Execution option of a read-only connection (see :func:`reading`).
+READ_ONLY = "bridge_read_only"
+
+
+def _write_lock(path: str) -> threading.RLock:
+    key = os.path.realpath(path) if path not in ("", ":memory:") else f"memory:{id(path)}"
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
+class _LockingConnection(sqlite3.Connection):
+    """A pysqlite connection that holds its file's process lock from BEGIN IMMEDIATE to the
+    end of the transaction, however it ends (commit, rollback, close)."""
+
+    write_lock: threading.RLock
+    holds_lock = False
+
+    def take_write_lock(self) -> None:
+        self.write_lock.acquire()
+        self.holds_lock = True
+
+    def drop_write_lock(self) -> None:
+        if self.holds_lock:
+            self.holds_lock = False
+            self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.drop_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.drop_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.drop_write_lock()
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads. On SQLite it opens a deferred transaction (a consistent WAL
+    snapshot) that never waits for writers; writes belong in ``engine.begin()``."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """The engine for ``url``; ``pool_size`` is how many threads of this process may hold a
+    connection at once (web threads plus workers) before the others wait for one."""
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                                  pool_size=20, max_overflow=20)
+        lock = _write_lock(path)
+
+        def factory(*args: Any, **kwargs: Any) -> _LockingConnection:
+            conn = _LockingConnection(*args, **kwargs)
+            conn.write_lock = lock
+            return conn
+
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30,
+                                                     "factory": factory},
+                                  pool_size=pool_size, max_overflow=pool_size)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; take it over so that
         # "BEGIN IMMEDIATE" below really takes the write lock up front.
@@ -232,12 +304,22 @@ def make_engine(url: str) -> Engine:
             dbapi_connection.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Any) -> None:
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")  # deferred: a snapshot, no lock
+                return
+            raw = conn.connection.dbapi_connection
+            raw.take_write_lock()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                raw.drop_write_lock()
+                raise
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return sa.create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=max(20, pool_size),
+                            pool_pre_ping=True)
 
 
 def migrate(engine: Engine) -> None:
@@ -257,5 +339,5 @@ def migrate(engine: Engine) -> None:
 
 
 def ping(engine: Engine) -> None:
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         conn.execute(sa.text("SELECT 1"))

@@ -232,7 +232,7 @@ class Payments:
         """Queue status checks for open invoices that are due, within each key's budget."""
         now = self.clock()
         o = db.orders.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             rows = conn.execute(sa.select(db.orders).where(
                 o.state == "done", o.payment_state == "open", o.invoice_id.is_not(None),
                 sa.or_(o.next_check_at.is_(None), o.next_check_at <= now),
@@ -284,7 +284,7 @@ class Payments:
     def _attempt_by(self, column: str, value: str) -> Any:
         if not value:
             return None
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             return conn.execute(sa.select(db.attempts).where(
                 getattr(db.attempts.c, column) == value[:40])).first()
 
@@ -293,7 +293,7 @@ class Payments:
         return row is not None and row.store_id == record.id
 
     def _attempts(self, pk: int) -> list[Any]:
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             return conn.execute(sa.select(db.attempts).where(db.attempts.c.order_id == pk)
                                 .order_by(db.attempts.c.number)).all()
 

@@ -117,7 +117,7 @@ class Pipeline:
         with self.engine.begin() as conn:
             pk = _insert_ignore(conn, values)
             outcome = "duplicate" if pk is None else ("skipped" if reason else "queued")
-            conn.execute(db.deliveries.insert().values(
+            conn.execute(_INSERT_DELIVERY, dict(
                 store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                 external_order_id=order.external_id[:100], outcome=outcome,
                 body_sha256=_sha256(body), received_at=now))
@@ -135,7 +135,7 @@ class Pipeline:
 
     def record_ignored(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> None:
         with self.engine.begin() as conn:
-            conn.execute(db.deliveries.insert().values(
+            conn.execute(_INSERT_DELIVERY, dict(
                 store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                 outcome="ignored", body_sha256=_sha256(body), received_at=self.clock()))
         metrics.of(self).deliveries.labels(record.kind, "ignored").inc()
@@ -159,8 +159,8 @@ class Pipeline:
                 row = self._invoice(row, record, store)
             if row.state != "parked" and (row.note_state in NOTE_OPEN or
                                           (row.state == "invoiced" and not row.meta_written)):
-                row = self._write_back(row, store)
-            if row.state == "done":
+                row = self._write_back(row, store, owner)
+            if row.state == "done" and row.lease_owner == owner:
                 self._run_actions(row, record, store)
             return row.state
         except BridgeError as exc:
@@ -171,7 +171,8 @@ class Pipeline:
             retry_delay = self._after_error(self._row(pk), exc)
             return "retrying" if retry_delay is not None else "parked"
         finally:
-            self._release(pk, owner)
+            if row is None or row.lease_owner == owner:
+                self._release(pk, owner)
             if retry_delay is not None:
                 self.schedule(pk, retry_delay)
 
@@ -181,7 +182,7 @@ class Pipeline:
         now = self.clock()
         due = now - self.settings.sweep_grace_seconds
         o = db.orders.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             ids = conn.execute(
                 sa.select(o.id).where(_needs_work(), o.next_attempt_at <= due,
                                       sa.or_(o.lease_expires.is_(None), o.lease_expires < now))
@@ -249,16 +250,17 @@ class Pipeline:
             return self._row(pk)
         with self.engine.begin() as conn:
             now = self.clock()
-            conn.execute(db.attempts.update().where(db.attempts.c.id == attempt.id).values(
-                state="created", invoice_id=invoice.invoice_id[:100], invoice_url=invoice.url[:500],
-                updated_at=now))
-            conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
-                state="invoiced", invoice_id=invoice.invoice_id[:100], invoice_url=invoice.url[:500],
-                upay_order_id=attempt.upay_order_id, retries=0, last_error="",
-                note_state="pending", note_customer=record.settings.customer_note,
-                note_text=payment_link_note(invoice.url, quantize(order.total, order.currency), order.currency,
-                                            record.settings.language),
-                updated_at=now))
+            conn.execute(_UPDATE_ATTEMPT, {
+                "b_id": attempt.id, "state": "created", "invoice_id": invoice.invoice_id[:100],
+                "invoice_url": invoice.url[:500], "updated_at": now})
+            conn.execute(_UPDATE_ORDER, {
+                "b_pk": pk, "state": "invoiced", "invoice_id": invoice.invoice_id[:100],
+                "invoice_url": invoice.url[:500], "upay_order_id": attempt.upay_order_id,
+                "retries": 0, "last_error": "", "note_state": "pending",
+                "note_customer": record.settings.customer_note,
+                "note_text": payment_link_note(invoice.url, quantize(order.total, order.currency),
+                                               order.currency, record.settings.language),
+                "updated_at": now})
             _event(conn, pk, now, "invoice_created",
                    f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
         metrics.of(self).invoices_created.inc()
@@ -267,30 +269,37 @@ class Pipeline:
                     extra={"store_id": record.id, "order_id": order.external_id})
         return self._row(pk)
 
-    def _write_back(self, row: Any, store: Store) -> Any:
+    def _write_back(self, row: Any, store: Store, owner: str) -> Any:
         pk, ext = row.id, row.external_id
-        if row.state == "invoiced" and not row.meta_written:
-            store.write_invoice_meta(ext, {META_INVOICE_ID: row.invoice_id or "",
-                                           META_INVOICE_URL: row.invoice_url or "",
-                                           META_UPAY_ORDER_ID: row.upay_order_id or ""})
-            self._update(pk, meta_written=True, event=("meta_written", "invoice id and URL "
-                                                        "saved in the order's meta data"))
         if row.note_state == "sending":
             # The last POST may have created the note before its answer was lost.
             found = store.find_note(ext, row.invoice_url or row.note_text)
             if found is not None:
                 self._update(pk, note_state="written", note_id=found[:40],
                              event=("note_found", f"note {found} was already on the order"))
-        row = self._row(pk)
+                row = self._row(pk)
+        events: list[tuple[str, str]] = []
+        values: dict[str, Any] = {}
+        meta_written = bool(row.meta_written)
+        if row.state == "invoiced" and not meta_written:
+            store.write_invoice_meta(ext, {META_INVOICE_ID: row.invoice_id or "",
+                                           META_INVOICE_URL: row.invoice_url or "",
+                                           META_UPAY_ORDER_ID: row.upay_order_id or ""})
+            values["meta_written"] = meta_written = True
+            events.append(("meta_written", "invoice id and URL saved in the order's meta data"))
         if row.note_state in NOTE_OPEN:
-            self._update(pk, note_state="sending")
+            # One commit records the meta and marks the note as in flight.
+            self._update(pk, note_state="sending", events=events, **values)
             note_id = store.add_note(ext, row.note_text, customer_note=row.note_customer)
             kind = "customer note" if row.note_customer else "private note"
-            self._update(pk, note_state="written", note_id=note_id[:40],
-                         event=("note_written", f"{kind} {note_id}: {row.note_text}"))
-        row = self._row(pk)
-        if row.state == "invoiced" and row.meta_written and row.note_state == "written":
-            self._update(pk, state="done", retries=0, last_error="")
+            events = [("note_written", f"{kind} {note_id}: {row.note_text}")]
+            values = {"note_state": "written", "note_id": note_id[:40]}
+        note_written = values.get("note_state", row.note_state) == "written"
+        if row.state == "invoiced" and meta_written and note_written:
+            values.update(state="done", retries=0, last_error="")
+        if values:
+            # The last step of the job also gives the lease back: one commit fewer per order.
+            self._update(pk, events=events, release=owner, **values)
         return self._row(pk)
 
     def _after_error(self, row: Any, exc: BaseException) -> float | None:
@@ -338,7 +347,7 @@ class Pipeline:
     def _run_actions(self, row: Any, record: StoreRecord, store: Store) -> None:
         """Carry out what payment confirmation asked of the store, in order, each once."""
         a = db.store_actions.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             actions = conn.execute(sa.select(db.store_actions).where(
                 a.order_id == row.id, a.state.in_(NOTE_OPEN)).order_by(a.id)).all()
         for action in actions:
@@ -397,33 +406,32 @@ class Pipeline:
         a = db.attempts.c
         with self.engine.begin() as conn:
             now = self.clock()
-            last = conn.execute(sa.select(db.attempts).where(a.order_id == pk)
-                                .order_by(a.number.desc()).limit(1)).first()
+            last = conn.execute(_LAST_ATTEMPT, {"b_pk": pk}).first()
             if last is not None and last.state == "not_sent":
-                conn.execute(db.attempts.update().where(a.id == last.id)
-                             .values(state="sending", updated_at=now))
+                conn.execute(_UPDATE_ATTEMPT, {"b_id": last.id, "state": "sending",
+                                               "updated_at": now})
                 return conn.execute(sa.select(db.attempts).where(a.id == last.id)).first()
             if last is not None and last.state == "sending":
                 # The worker holding this attempt stopped while its POST was in flight.
-                conn.execute(db.attempts.update().where(a.id == last.id).values(
-                    state="unknown", error="the worker stopped during the request",
-                    updated_at=now))
+                conn.execute(_UPDATE_ATTEMPT, {
+                    "b_id": last.id, "state": "unknown",
+                    "error": "the worker stopped during the request", "updated_at": now})
             if last is not None and last.state in ("sending", "unknown"):
                 _event(conn, pk, now, "superseded",
                        f"attempt {last.upay_order_id} has an unknown outcome; a new order id is "
                        "used, and a payment on the old one still counts for this order")
             number = 1 if last is None else last.number + 1
             upay_order_id = upay_order_id_for(store_id, external_id, number)
-            conn.execute(db.attempts.insert().values(
+            attempt_id = conn.execute(_INSERT_ATTEMPT, dict(
                 order_id=pk, number=number, upay_order_id=upay_order_id, state="sending",
-                token=secrets.token_urlsafe(16), created_at=now, updated_at=now))
+                token=secrets.token_urlsafe(16), created_at=now, updated_at=now)).scalar()
             _event(conn, pk, now, "attempt", f"creating invoice with order id {upay_order_id}")
-            return conn.execute(sa.select(db.attempts).where(a.upay_order_id == upay_order_id)).first()
+            return conn.execute(_ATTEMPT_BY_ID, {"b_id": attempt_id}).first()
 
     def _set_attempt(self, attempt_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
-            conn.execute(db.attempts.update().where(db.attempts.c.id == attempt_id)
-                         .values(updated_at=self.clock(), **values))
+            conn.execute(_UPDATE_ATTEMPT, {"b_id": attempt_id, "updated_at": self.clock(),
+                                           **values})
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -444,34 +452,33 @@ class Pipeline:
 
     def _claim(self, pk: int, owner: str) -> Any:
         now = self.clock()
-        o = db.orders.c
         with self.engine.begin() as conn:
-            result = conn.execute(db.orders.update().where(
-                o.id == pk, _needs_work(), o.next_attempt_at <= now + 2,
-                sa.or_(o.lease_expires.is_(None), o.lease_expires < now),
-            ).values(lease_owner=owner, lease_expires=now + self.settings.lease_seconds))
+            result = conn.execute(_CLAIM, {"b_pk": pk, "b_due": now + 2, "b_now": now,
+                                           "lease_owner": owner,
+                                           "lease_expires": now + self.settings.lease_seconds})
             if result.rowcount != 1:
                 return None
-            return conn.execute(sa.select(db.orders).where(o.id == pk)).first()
+            return conn.execute(_ORDER_BY_PK, {"b_pk": pk}).first()
 
     def _release(self, pk: int, owner: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(db.orders.update().where(db.orders.c.id == pk,
-                                                  db.orders.c.lease_owner == owner)
-                         .values(lease_owner=None, lease_expires=None))
+            conn.execute(_RELEASE, {"b_pk": pk, "b_owner": owner})
 
     def _row(self, pk: int) -> Any:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(db.orders).where(db.orders.c.id == pk)).first()
+        with db.reading(self.engine) as conn:
+            return conn.execute(_ORDER_BY_PK, {"b_pk": pk}).first()
 
-    def _update(self, pk: int, *, event: tuple[str, str] | None = None, now: float | None = None,
-                **values: Any) -> None:
+    def _update(self, pk: int, *, event: tuple[str, str] | None = None,
+                events: list[tuple[str, str]] = (), now: float | None = None,
+                release: str | None = None, **values: Any) -> None:
         now = self.clock() if now is None else now
+        params = {"b_pk": pk, "updated_at": now, **values}
+        if release is not None:
+            params["b_owner"] = release
         with self.engine.begin() as conn:
-            conn.execute(db.orders.update().where(db.orders.c.id == pk)
-                         .values(updated_at=now, **values))
-            if event:
-                _event(conn, pk, now, *event)
+            conn.execute(_UPDATE_AND_RELEASE if release is not None else _UPDATE_ORDER, params)
+            for kind, message in ([event] if event else []) + list(events):
+                _event(conn, pk, now, kind, message)
 
 
 def _needs_work() -> Any:
@@ -483,16 +490,45 @@ def _needs_work() -> Any:
 
 
 def _insert_ignore(conn: Connection, values: dict[str, Any]) -> int | None:
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    stmt = (dialect.insert(db.orders).values(**values)
-            .on_conflict_do_nothing(index_elements=["store_id", "external_id"])
-            .returning(db.orders.c.id))
-    return conn.execute(stmt).scalar()
+    return conn.execute(_INSERT_ORDER[conn.dialect.name == "sqlite"], values).scalar()
 
 
 def _event(conn: Connection, pk: int, at: float, kind: str, message: str) -> None:
-    conn.execute(db.events.insert().values(order_id=pk, at=at, kind=kind[:30],
-                                           message=message[:2000]))
+    conn.execute(_INSERT_EVENT, {"order_id": pk, "at": at, "kind": kind[:30],
+                                 "message": message[:2000]})
+
+
+# The statements of the hot path, built once. Values travel as parameters: SQLAlchemy then
+# finds the compiled form in its cache without walking a statement full of literal values.
+_o = db.orders.c
+_ORDER_BY_PK = sa.select(db.orders).where(_o.id == sa.bindparam("b_pk"))
+_UPDATE_ORDER = db.orders.update().where(_o.id == sa.bindparam("b_pk"))
+# The lease goes back only if it is still ours (after a long stall another worker may hold the
+# row now) and no store action waits: those run under this lease.
+_STILL_OURS = sa.and_(_o.lease_owner == sa.bindparam("b_owner"), ~sa.exists().where(
+    db.store_actions.c.order_id == _o.id, db.store_actions.c.state.in_(NOTE_OPEN)))
+_UPDATE_AND_RELEASE = _UPDATE_ORDER.values(
+    lease_owner=sa.case((_STILL_OURS, None), else_=_o.lease_owner),
+    lease_expires=sa.case((_STILL_OURS, None), else_=_o.lease_expires))
+_CLAIM = db.orders.update().where(
+    _o.id == sa.bindparam("b_pk"), _needs_work(), _o.next_attempt_at <= sa.bindparam("b_due"),
+    sa.or_(_o.lease_expires.is_(None), _o.lease_expires < sa.bindparam("b_now")))
+_RELEASE = db.orders.update().where(_o.id == sa.bindparam("b_pk"),
+                                    _o.lease_owner == sa.bindparam("b_owner")).values(
+    lease_owner=None, lease_expires=None)
+_INSERT_EVENT = db.events.insert()
+_a = db.attempts.c
+_LAST_ATTEMPT = (sa.select(db.attempts).where(_a.order_id == sa.bindparam("b_pk"))
+                 .order_by(_a.number.desc()).limit(1))
+_ATTEMPT_BY_ID = sa.select(db.attempts).where(_a.id == sa.bindparam("b_id"))
+_UPDATE_ATTEMPT = db.attempts.update().where(_a.id == sa.bindparam("b_id"))
+_INSERT_ATTEMPT = db.attempts.insert().returning(_a.id)
+_INSERT_DELIVERY = db.deliveries.insert()
+_INSERT_ORDER = {
+    sqlite_dialect: dialect.insert(db.orders)
+    .on_conflict_do_nothing(index_elements=["store_id", "external_id"])
+    .returning(_o.id)
+    for sqlite_dialect, dialect in ((True, sqlite), (False, postgresql))}
 
 
 def _sha256(body: bytes) -> str:
@@ -500,14 +536,14 @@ def _sha256(body: bytes) -> str:
 
 
 def order_events(engine: Engine, pk: int) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         rows = conn.execute(sa.select(db.events).where(db.events.c.order_id == pk)
                             .order_by(db.events.c.id)).all()
     return [dict(at=r.at, kind=r.kind, message=r.message) for r in rows]
 
 
 def order_attempts(engine: Engine, pk: int) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         rows = conn.execute(sa.select(db.attempts).where(db.attempts.c.order_id == pk)
                             .order_by(db.attempts.c.number)).all()
     return [dict(number=r.number, upay_order_id=r.upay_order_id, state=r.state,

@@ -53,7 +53,7 @@ class RateLimiter:
 
     def available(self, key: str) -> int:
         r = db.rate_events.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             used = conn.execute(sa.select(sa.func.count()).where(
                 r.key == key, r.at > self.clock() - self.window)).scalar() or 0
         return max(0, self.limit - used)

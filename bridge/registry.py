@@ -174,7 +174,7 @@ class StoreRegistry:
             cached = self._cache.get(store_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        with self._engine.connect() as conn:
+        with db.reading(self._engine) as conn:
             row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)).first()
         if row is None:
             raise UnknownStoreError(f"no store with id {store_id!r}")
@@ -184,7 +184,7 @@ class StoreRegistry:
         return record
 
     def find_by_url(self, kind: str, url: str) -> StoreRecord | None:
-        with self._engine.connect() as conn:
+        with db.reading(self._engine) as conn:
             row = conn.execute(sa.select(db.stores).where(
                 db.stores.c.kind == kind, db.stores.c.url == url[:500])).first()
         return self._record(row) if row is not None else None
@@ -199,7 +199,7 @@ class StoreRegistry:
         query = sa.select(db.stores).order_by(db.stores.c.created_at)
         if merchant_id is not None:
             query = query.where(db.stores.c.merchant_id == merchant_id)
-        with self._engine.connect() as conn:
+        with db.reading(self._engine) as conn:
             rows = conn.execute(query).all()
         return [self._record(r) for r in rows]
 

@@ -46,7 +46,8 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True,
     settings = settings or load_settings()
     quiet_transport_logs()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = db.make_engine(settings.database_url)
+    # Workers and web threads (waitress' 8, or gunicorn's) each hold a connection at a time.
+    engine = db.make_engine(settings.database_url, pool_size=settings.workers + 8)
     if migrate:
         db.migrate(engine)
     box = SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))

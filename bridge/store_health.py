@@ -82,7 +82,7 @@ class StoreHealth:
         One store's failure (down, bad keys, undecryptable secrets, a bug) is logged and
         recorded, and the next store is still served.
         """
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             # WooCommerce only: it never retries and disables failing webhooks. Saleor retries
             # failed deliveries itself and owns the webhooks of its apps.
             ids = conn.execute(sa.select(db.stores.c.id).where(db.stores.c.kind == "woocommerce")
@@ -267,7 +267,7 @@ class StoreHealth:
 
     def _known(self, store_id: str, external_id: str) -> bool:
         o = db.orders.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             return conn.execute(sa.select(o.id).where(
                 o.store_id == store_id, o.external_id == external_id[:100])).first() is not None
 
@@ -292,7 +292,7 @@ class StoreHealth:
 
     def status(self, store_id: str) -> dict[str, Any] | None:
         """The store's ``store_health`` row (``webhook_ids`` decoded), or None before a check."""
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             row = conn.execute(sa.select(db.store_health).where(
                 db.store_health.c.store_id == store_id)).first()
         if row is None:
@@ -307,7 +307,7 @@ class StoreHealth:
     def last_delivery(self, store_id: str) -> float | None:
         """When the store's last webhook arrived (catch-up's own rows do not count)."""
         d = db.deliveries.c
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             return conn.execute(sa.select(sa.func.max(d.received_at)).where(
                 d.store_id == store_id, d.delivery_id != CATCH_UP_DELIVERY_ID)).scalar()
 

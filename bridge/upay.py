@@ -14,13 +14,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 import simplejson
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from . import __version__, metrics
 from .errors import (UPayAuthError, UPayConnectionError, UPayNotJSONError, UPayRateLimitError,
                      UPayRejectedError, UPayServerError, UPayValidationError)
 from .models import Invoice
+from .transport import new_session
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,9 @@ class UPayClient:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
-        self._session = session or _session()
+        # Only connection failures are retried by the transport (nothing was sent). A POST that
+        # reached UPay is never re-sent: UPay has no idempotency keys (upay-api.md §0.8).
+        self._session = session or new_session(retry_connect=2)
 
     def __repr__(self) -> str:  # never the key
         return f"UPayClient(base_url={self.base_url!r})"
@@ -123,18 +124,6 @@ class UPayClient:
         logger.info("upay %s %s -> %s in %.3fs", method, path.split("/")[0], resp.status_code,
                     elapsed, extra={"upay_status": resp.status_code, "upay_latency": elapsed})
         return _parse(resp)
-
-
-def _session() -> requests.Session:
-    session = requests.Session()
-    # Only connection failures are retried here (nothing was sent). A POST that reached UPay is
-    # never re-sent by the transport: UPay has no idempotency keys (upay-api.md §0.8).
-    retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0,
-                  backoff_factor=0.2, allowed_methods=None, raise_on_status=False,
-                  respect_retry_after_header=False)
-    session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-    session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=32))
-    return session
 
 
 def _never_connected(exc: BaseException) -> bool:

@@ -19,6 +19,7 @@ from ..errors import (OrderNotFoundError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
 from ..models import Order
 from ..registry import StoreRecord
+from ..transport import SessionCache
 from . import META_INVOICE_ID, META_INVOICE_URL, PaidResult, WebhookEvent
 from .payload import decode_json
 from .saleor_payload import order_from_saleor
@@ -48,6 +49,10 @@ CHARGE_REPORT = """mutation Charge($id: ID!, $amount: PositiveDecimal!, $psp: St
     alreadyProcessed errors { field message code } } }"""
 
 
+# One kept-alive session per store and process, shared by every job of that store.
+_SESSIONS = SessionCache()
+
+
 class SaleorStore:
     kind = "saleor"
     # UPay's documented plugin.src values do not include Saleor; this is ours (≤ 11 characters).
@@ -58,7 +63,7 @@ class SaleorStore:
         self.api_url = record.url
         self.timeout = timeout
         self.refreshed_jwks: Mapping[str, Any] | None = None  # the caller persists it
-        self._session = requests.Session()
+        self._session = _SESSIONS.get(f"{record.id} {record.url}")
 
     # -- webhooks in ---------------------------------------------------------------------------
 

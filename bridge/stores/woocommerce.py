@@ -10,13 +10,17 @@ import base64
 import hashlib
 import hmac
 import html
+import json
 import logging
 import re
 from typing import Any, Mapping
+from urllib.parse import urlencode
 
 import requests
 import simplejson
 from woocommerce import API
+
+from ..transport import SessionCache
 
 from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
@@ -45,15 +49,54 @@ def webhook_signature(body: bytes, secret: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+# One kept-alive session per store and process, shared by every job of that store.
+_SESSIONS = SessionCache()
+
+
+class _RestClient(API):
+    """The package's client, sending through a shared session.
+
+    The package calls ``requests.request`` for every call: a new session and a new TCP (and
+    TLS) connection each time. This is the package's ``__request``, unchanged but for the
+    session it sends through.
+    """
+
+    def __init__(self, *, session: requests.Session, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._session = session
+
+    def _API__request(self, method: str, endpoint: str, data: Any, params: Any = None,
+                      **kwargs: Any) -> requests.Response:
+        params = {} if params is None else params
+        url = self._API__get_url(endpoint)
+        auth = None
+        headers = {"user-agent": f"{self.user_agent}", "accept": "application/json"}
+        if self.is_ssl and not self.query_string_auth:
+            auth = requests.auth.HTTPBasicAuth(self.consumer_key, self.consumer_secret)
+        elif self.is_ssl:
+            params.update({"consumer_key": self.consumer_key,
+                           "consumer_secret": self.consumer_secret})
+        else:  # OAuth 1.0a over http, signed over the URL with its query string
+            url = self._API__get_oauth_url(f"{url}?{urlencode(params)}", method, **kwargs)
+        if data is not None:
+            data = json.dumps(data, ensure_ascii=False).encode("utf-8")
+            headers["content-type"] = "application/json;charset=utf-8"
+        return self._session.request(method=method, url=url, verify=self.verify_ssl, auth=auth,
+                                     params=params, data=data, timeout=self.timeout,
+                                     headers=headers, **kwargs)
+
+
 class WooCommerceStore:
     kind = "woocommerce"
     plugin_src = "woocommerce"
 
     def __init__(self, record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
         self.record = record
-        self._api = API(url=record.url, consumer_key=record.secrets["consumer_key"],
-                        consumer_secret=record.secrets["consumer_secret"], version="wc/v3",
-                        timeout=timeout, user_agent="upay-bridge (WooCommerce REST client)")
+        self._api = _RestClient(
+            session=_SESSIONS.get(f"{record.id} {record.url}"), url=record.url,
+            consumer_key=record.secrets["consumer_key"],
+            consumer_secret=record.secrets["consumer_secret"], version="wc/v3", timeout=timeout,
+            user_agent="upay-bridge (WooCommerce REST client)")
 
     # -- webhooks in ---------------------------------------------------------------------------
 

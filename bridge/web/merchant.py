@@ -179,7 +179,7 @@ def connect_callback(token: str) -> Any:
     """WooCommerce posts the new API keys here; it wants exactly 200, or it deletes the key."""
     rt = runtime()
     data = request.get_json(silent=True, force=True)
-    with rt.engine.connect() as conn:
+    with db.reading(rt.engine) as conn:
         install = conn.execute(sa.select(db.installs).where(db.installs.c.token == token[:64])).first()
     valid = (install is not None and install.store_id is None
              and time.time() - install.created_at < INSTALL_TTL and isinstance(data, dict)
@@ -207,7 +207,7 @@ def connect_callback(token: str) -> Any:
 def connect_return(token: str) -> Any:
     if g.merchant is None:
         abort(403)
-    with runtime().engine.connect() as conn:
+    with db.reading(runtime().engine) as conn:
         install = conn.execute(sa.select(db.installs).where(db.installs.c.token == token[:64])).first()
     if install is None or install.merchant_id != g.merchant.id or not install.store_id \
             or request.args.get("success") != "1":
@@ -244,7 +244,7 @@ def store_settings(store_id: str) -> Any:
             return redirect(request.path, 303)
         flash(text(g.lang, "saved"), "ok")
         return redirect(request.path, 303)
-    with rt.engine.connect() as conn:
+    with db.reading(rt.engine) as conn:
         health = conn.execute(sa.select(db.store_health).where(
             db.store_health.c.store_id == record.id)).first()
         last_delivery = conn.execute(sa.select(sa.func.max(db.deliveries.c.received_at)).where(
@@ -315,7 +315,7 @@ def activity(store_id: str) -> Any:
     query = sa.select(db.orders).where(o.store_id == record.id).order_by(o.id.desc()).limit(100)
     if q:
         query = query.where(sa.or_(o.number == q, o.external_id == q))
-    with rt.engine.connect() as conn:
+    with db.reading(rt.engine) as conn:
         rows = conn.execute(query).all()
     orders = [{"row": r, "attempts": order_attempts(rt.engine, r.id),
                "events": order_events(rt.engine, r.id),
@@ -350,7 +350,7 @@ def resend(store_id: str, pk: int) -> Any:
 
 
 def _own_order(record: StoreRecord, pk: int) -> Any:
-    with runtime().engine.connect() as conn:
+    with db.reading(runtime().engine) as conn:
         row = conn.execute(sa.select(db.orders).where(db.orders.c.id == pk)).first()
     if row is None or row.store_id != record.id:
         abort(404)
