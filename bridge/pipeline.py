@@ -221,10 +221,9 @@ class Pipeline:
         blockers = invoice_blockers(order, options)
         if blockers:
             reason = ", ".join(b.value for b in blockers)
-            self._update(pk, state="not_invoiceable", reason=reason, note_state="pending",
-                         note_text=not_invoiceable_note(blockers, record.settings.language),
-                         note_customer=False, event=("not_invoiceable", reason))
-            return self._row(pk)
+            return self._update(pk, state="not_invoiceable", reason=reason, note_state="pending",
+                                note_text=not_invoiceable_note(blockers, record.settings.language),
+                                note_customer=False, event=("not_invoiceable", reason))
         attempt = self._start_attempt(pk, record.id, order.external_id)
         request = invoice_request_from_order(
             order, upay_order_id=attempt.upay_order_id, reference_id=reference_id_for(order.number),
@@ -243,31 +242,30 @@ class Pipeline:
             logger.warning("UPay refused the invoice for order %s of store %s: %s",
                            order.external_id, record.id, exc,
                            extra={"store_id": record.id, "order_id": order.external_id})
-            self._update(pk, state="failed", reason=str(exc), last_error=str(exc),
-                         note_state="pending", note_customer=False,
-                         note_text=invoice_failed_note(str(exc), record.settings.language),
-                         event=("upay_refused", str(exc)), now=now)
-            return self._row(pk)
+            return self._update(pk, state="failed", reason=str(exc), last_error=str(exc),
+                                note_state="pending", note_customer=False,
+                                note_text=invoice_failed_note(str(exc), record.settings.language),
+                                event=("upay_refused", str(exc)), now=now)
         with self.engine.begin() as conn:
             now = self.clock()
             conn.execute(_UPDATE_ATTEMPT, {
                 "b_id": attempt.id, "state": "created", "invoice_id": invoice.invoice_id[:100],
                 "invoice_url": invoice.url[:500], "updated_at": now})
-            conn.execute(_UPDATE_ORDER, {
+            row = conn.execute(_UPDATE_ORDER, {
                 "b_pk": pk, "state": "invoiced", "invoice_id": invoice.invoice_id[:100],
                 "invoice_url": invoice.url[:500], "upay_order_id": attempt.upay_order_id,
                 "retries": 0, "last_error": "", "note_state": "pending",
                 "note_customer": record.settings.customer_note,
                 "note_text": payment_link_note(invoice.url, quantize(order.total, order.currency),
                                                order.currency, record.settings.language),
-                "updated_at": now})
+                "updated_at": now}).first()
             _event(conn, pk, now, "invoice_created",
                    f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
         metrics.of(self).invoices_created.inc()
         logger.info("invoice %s created for order %s of store %s", invoice.invoice_id,
                     order.external_id, record.id,
                     extra={"store_id": record.id, "order_id": order.external_id})
-        return self._row(pk)
+        return row
 
     def _write_back(self, row: Any, store: Store, owner: str) -> Any:
         pk, ext = row.id, row.external_id
@@ -275,9 +273,8 @@ class Pipeline:
             # The last POST may have created the note before its answer was lost.
             found = store.find_note(ext, row.invoice_url or row.note_text)
             if found is not None:
-                self._update(pk, note_state="written", note_id=found[:40],
-                             event=("note_found", f"note {found} was already on the order"))
-                row = self._row(pk)
+                row = self._update(pk, note_state="written", note_id=found[:40],
+                                   event=("note_found", f"note {found} was already on the order"))
         events: list[tuple[str, str]] = []
         values: dict[str, Any] = {}
         meta_written = bool(row.meta_written)
@@ -299,8 +296,8 @@ class Pipeline:
             values.update(state="done", retries=0, last_error="")
         if values:
             # The last step of the job also gives the lease back: one commit fewer per order.
-            self._update(pk, events=events, release=owner, **values)
-        return self._row(pk)
+            row = self._update(pk, events=events, release=owner, **values)
+        return row
 
     def _after_error(self, row: Any, exc: BaseException) -> float | None:
         """Record a failed step; return the delay before the next try, or None when parked."""
@@ -453,12 +450,10 @@ class Pipeline:
     def _claim(self, pk: int, owner: str) -> Any:
         now = self.clock()
         with self.engine.begin() as conn:
-            result = conn.execute(_CLAIM, {"b_pk": pk, "b_due": now + 2, "b_now": now,
-                                           "lease_owner": owner,
-                                           "lease_expires": now + self.settings.lease_seconds})
-            if result.rowcount != 1:
-                return None
-            return conn.execute(_ORDER_BY_PK, {"b_pk": pk}).first()
+            return conn.execute(_CLAIM, {"b_pk": pk, "b_due": now + 2, "b_now": now,
+                                         "lease_owner": owner,
+                                         "lease_expires": now + self.settings.lease_seconds}
+                                ).first()
 
     def _release(self, pk: int, owner: str) -> None:
         with self.engine.begin() as conn:
@@ -470,15 +465,18 @@ class Pipeline:
 
     def _update(self, pk: int, *, event: tuple[str, str] | None = None,
                 events: list[tuple[str, str]] = (), now: float | None = None,
-                release: str | None = None, **values: Any) -> None:
+                release: str | None = None, **values: Any) -> Any:
+        """Update the order row (and record events) in one commit; return the row as it is now."""
         now = self.clock() if now is None else now
         params = {"b_pk": pk, "updated_at": now, **values}
         if release is not None:
             params["b_owner"] = release
         with self.engine.begin() as conn:
-            conn.execute(_UPDATE_AND_RELEASE if release is not None else _UPDATE_ORDER, params)
+            row = conn.execute(_UPDATE_AND_RELEASE if release is not None else _UPDATE_ORDER,
+                               params).first()
             for kind, message in ([event] if event else []) + list(events):
                 _event(conn, pk, now, kind, message)
+        return row
 
 
 def _needs_work() -> Any:
@@ -502,7 +500,7 @@ def _event(conn: Connection, pk: int, at: float, kind: str, message: str) -> Non
 # finds the compiled form in its cache without walking a statement full of literal values.
 _o = db.orders.c
 _ORDER_BY_PK = sa.select(db.orders).where(_o.id == sa.bindparam("b_pk"))
-_UPDATE_ORDER = db.orders.update().where(_o.id == sa.bindparam("b_pk"))
+_UPDATE_ORDER = db.orders.update().where(_o.id == sa.bindparam("b_pk")).returning(db.orders)
 # The lease goes back only if it is still ours (after a long stall another worker may hold the
 # row now) and no store action waits: those run under this lease.
 _STILL_OURS = sa.and_(_o.lease_owner == sa.bindparam("b_owner"), ~sa.exists().where(
@@ -512,7 +510,8 @@ _UPDATE_AND_RELEASE = _UPDATE_ORDER.values(
     lease_expires=sa.case((_STILL_OURS, None), else_=_o.lease_expires))
 _CLAIM = db.orders.update().where(
     _o.id == sa.bindparam("b_pk"), _needs_work(), _o.next_attempt_at <= sa.bindparam("b_due"),
-    sa.or_(_o.lease_expires.is_(None), _o.lease_expires < sa.bindparam("b_now")))
+    sa.or_(_o.lease_expires.is_(None), _o.lease_expires < sa.bindparam("b_now"))
+).returning(db.orders)
 _RELEASE = db.orders.update().where(_o.id == sa.bindparam("b_pk"),
                                     _o.lease_owner == sa.bindparam("b_owner")).values(
     lease_owner=None, lease_expires=None)
