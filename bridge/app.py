@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
+from .json_depth import MAX_DEPTH, too_deep
 from .logging_setup import request_id_from, request_id_var
 from .runtime import Runtime, bootstrap
 
@@ -18,14 +19,18 @@ logger = logging.getLogger(__name__)
 
 
 class _JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, with nesting deeper than the parser's recursion limit refused as bad input
-    (a 400 or, for ``get_json(silent=True)``, no body) rather than crashing the request."""
+    """Flask's JSON, with nesting deeper than ``MAX_DEPTH`` refused as bad input (a 400 or, for
+    ``get_json(silent=True)``, no body); past the parser's recursion limit, rather than crashing
+    the request."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            return super().loads(s, **kwargs)
+            value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
+        if too_deep(value):
+            raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
+        return value
 
 
 def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:

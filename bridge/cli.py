@@ -68,6 +68,7 @@ def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bo
     if not no_worker:
         consumer = rt.jobs.consumer(workers or rt.settings.workers)
         consumer.start()
+        rt.jobs.catch_up()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     click.echo(f"upay-bridge listening on http://{host}:{port} "
                f"(public URL {rt.settings.public_url}, data in {rt.settings.data_dir})")
@@ -87,6 +88,7 @@ def worker(workers: int | None) -> None:
     """Run workers only (the scale-out layout: web processes run `serve --no-worker`)."""
     rt = _runtime()
     consumer = rt.jobs.consumer(workers or rt.settings.workers)
+    rt.jobs.catch_up()
     consumer.run()
 
 
@@ -293,6 +295,31 @@ def store_remove(store_id: str, yes: bool) -> None:
         click.confirm(f"Remove store {store_id} and its order records?", abort=True)
     rt.registry.remove(store_id)
     click.echo(f"removed {store_id}")
+
+
+@store.command("catch-up")
+@click.argument("store_id", required=False)
+@click.option("--min-age", type=float, default=None,
+              help="also take orders younger than this many seconds (default: the periodic "
+                   "check's 120 s, which leaves deliveries in flight alone)")
+def store_catch_up(store_id: str | None, min_age: float | None) -> None:
+    """Check the webhooks and catch up lost orders now (the workers do it every 5 minutes).
+
+    After an outage of the bridge, WooCommerce does not send again what it could not deliver:
+    this finds those orders at the store and queues them (an order already known is left alone).
+    """
+    rt = _runtime()
+    if min_age is not None:
+        rt.health.min_age_seconds = max(0.0, min_age)
+    records = rt.registry.list() if store_id is None else [rt.registry.find(store_id)]
+    if records == [None]:
+        _fail(f"no store with id {store_id!r}")
+        return
+    for record in records:
+        if record is None or record.kind != "woocommerce":
+            continue  # Saleor re-delivers what failed by itself
+        rt.health.check(record)
+        click.echo(f"{record.id}: {rt.health.catch_up(record)} lost order(s) queued")
 
 
 # -- orders -------------------------------------------------------------------------------------

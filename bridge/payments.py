@@ -320,5 +320,6 @@ def _insert_payment(conn: Any, pk: int, attempt: Any, verdict: Verdict, source: 
         amount=str(verdict.amount) if verdict.amount is not None else "",
         currency=verdict.currency, payment_type=verdict.payment_type,
         upay_order_id=verdict.upay_order_id, source=source[:12], created_at=now)
-        .on_conflict_do_nothing(index_elements=["track_id"]))
-    return conn.execute(stmt).rowcount == 1
+        .on_conflict_do_nothing(index_elements=["track_id"])
+        .returning(db.payments.c.id))  # not rowcount: -1 for an INSERT on PostgreSQL
+    return conn.execute(stmt).first() is not None

@@ -383,11 +383,14 @@ class Pipeline:
         stmt = (dialect.insert(db.store_actions).values(
             order_id=pk, kind=kind, data=json.dumps(data, sort_keys=True), state="pending",
             dedupe_key=dedupe_key[:120], created_at=now, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"]))
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            # RETURNING, not rowcount: SQLAlchemy reports no rowcount for an INSERT on
+            # PostgreSQL (-1), so "was it new?" is "did it return a row?".
+            .returning(db.store_actions.c.id))
         if conn is not None:
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt).first() is not None
         with self.engine.begin() as own:
-            return own.execute(stmt).rowcount == 1
+            return own.execute(stmt).first() is not None
 
     def _finish_action(self, action_id: int, pk: int, result: str, kind: str,
                        message: str | None = None) -> None:

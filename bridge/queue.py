@@ -68,6 +68,11 @@ class Jobs:
         def sweep() -> int:
             return pipeline.sweep()
 
+        # The same sweep on demand (the periodic one only fires on a minute boundary).
+        @huey.task(name="sweep_now")
+        def sweep_now() -> int:
+            return pipeline.sweep()
+
         @huey.periodic_task(crontab(minute="*"), name="reconcile")
         def reconcile() -> int:
             return payments.reconcile()
@@ -82,6 +87,8 @@ class Jobs:
             health.register_webhook(store_id)
 
         self._register_webhook = register_webhook
+        self._sweep_now = sweep_now
+        self._settings = pipeline.settings
         self._process_order = process_order
         self._confirm_payment = confirm_payment
         pipeline.schedule = self.enqueue
@@ -92,6 +99,15 @@ class Jobs:
 
     def enqueue_webhook_setup(self, store_id: str) -> None:
         self._submit(self._register_webhook, (store_id,), 0.0)
+
+    def catch_up(self) -> None:
+        """When workers start: sweep now, for jobs lost while none ran (a crash, a flushed
+        queue), and again once the leases a dead worker held have expired and the sweep's
+        grace has passed, instead of waiting for the minute's periodic sweep."""
+        settings = self._settings
+        self._submit(self._sweep_now, (), 0.0)
+        self._submit(self._sweep_now, (),
+                     settings.lease_seconds + settings.sweep_grace_seconds + 1.0)
 
     def enqueue_confirmation(self, pk: int, hint: dict, delay: float = 0.0) -> None:
         self._submit(self._confirm_payment, (pk, hint), delay)

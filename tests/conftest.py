@@ -24,6 +24,75 @@ UPAY_KEY = "upay-key-9f2c81d7e4"
 WEBHOOK_SECRET = "whsec-4b1d7e29c0aa57f3"
 
 
+# Test modules that set BOTH_LAYOUTS = True run every test twice: on the embedded default
+# (SQLite, the worker's threads in the test process) and on the scale-out layout (PostgreSQL,
+# a Redis queue, and the worker in a process of its own).
+LAYOUTS = ("embedded", "scaled")
+PG_ADMIN_URL = os.environ.get("UPAY_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("UPAY_BRIDGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "layout" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_LAYOUTS", False):
+        metafunc.parametrize("layout", LAYOUTS)
+
+
+def scaled_available() -> str:
+    """"" when PostgreSQL and Redis answer, else why not."""
+    try:
+        import redis
+
+        engine = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+        return ""
+    except Exception as exc:  # noqa: BLE001
+        return f"{type(exc).__name__}: {exc}"
+
+
+def require_scaled() -> None:
+    problem = scaled_available()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL/Redis must run in CI: {problem}")
+        pytest.skip(f"PostgreSQL or Redis not reachable: {problem}")
+
+
+class PgDatabases:
+    """Fresh PostgreSQL databases (and Redis queue names) for one test, dropped after it."""
+
+    def __init__(self) -> None:
+        self._admin = sa.create_engine(
+            PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+            isolation_level="AUTOCOMMIT")
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        import uuid
+
+        name = f"upay_bridge_t_{uuid.uuid4().hex[:10]}"
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        self.names.append(name)
+        return name
+
+    def url(self, name: str) -> str:
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+    def drop_all(self) -> None:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for name in self.names:
+            for key in client.scan_iter(f"*{name.replace('_', '')}*"):
+                client.delete(key)
+            with self._admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self._admin.dispose()
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -41,9 +110,15 @@ class Bridge:
     served: ServedApp
     url: str
     consumer: Any = None
+    layout: str = "embedded"
 
     def start_worker(self, workers: int = 4) -> None:
         if self.consumer is None:
+            if self.layout == "scaled":
+                from .worker_process import WorkerProcess
+
+                self.consumer = WorkerProcess(self.runtime.settings, workers)
+                return
             # No periodic tasks in tests: a sweep, reconcile or webhook check firing at a minute
             # boundary would make results depend on the clock; tests call them directly.
             self.consumer = self.runtime.jobs.consumer(workers, periodic=False)
@@ -51,7 +126,10 @@ class Bridge:
 
     def stop_worker(self) -> None:
         if self.consumer is not None:
-            self.consumer.stop(graceful=True)
+            if self.layout == "scaled":
+                self.consumer.stop()
+            else:
+                self.consumer.stop(graceful=True)
             self.consumer = None
 
     def orders(self) -> list[Any]:
@@ -119,16 +197,31 @@ def settings_factory(tmp_path: Path, fake_upay: FakeUPay) -> Callable[..., Any]:
 
 
 @pytest.fixture
-def bridge_factory(settings_factory: Callable[..., Any]) -> Iterator[Callable[..., Bridge]]:
+def layout() -> str:
+    """The embedded default, unless the module asks for BOTH_LAYOUTS."""
+    return "embedded"
+
+
+@pytest.fixture
+def bridge_factory(settings_factory: Callable[..., Any],
+                   layout: str) -> Iterator[Callable[..., Bridge]]:
     made: list[Bridge] = []
+    databases: PgDatabases | None = None
+    if layout == "scaled":
+        require_scaled()
+        databases = PgDatabases()
 
     def make(worker: bool = True, **overrides: Any) -> Bridge:
         slot = AppSlot()
         served = serve_wsgi(slot)
+        if databases is not None and "database_url" not in overrides:
+            name = databases.create()
+            overrides = {"database_url": databases.url(name), "queue_url": REDIS_URL,
+                         "queue_name": name, **overrides}
         settings = settings_factory(public_url=served.url, **overrides)
         rt = bootstrap(settings)
         slot.app = create_app(rt)
-        bridge = Bridge(rt, served, served.url)
+        bridge = Bridge(rt, served, served.url, layout=layout)
         made.append(bridge)
         if worker:
             bridge.start_worker()
@@ -138,7 +231,11 @@ def bridge_factory(settings_factory: Callable[..., Any]) -> Iterator[Callable[..
     for bridge in made:
         bridge.stop_worker()
         bridge.served.shutdown()
+        if databases is not None:
+            bridge.runtime.jobs.huey.flush()
         bridge.runtime.close()
+    if databases is not None:
+        databases.drop_all()
 
 
 @pytest.fixture
@@ -167,14 +264,8 @@ def connect_store(fake_wc: FakeWooCommerce) -> Callable[..., StoreRecord]:
 @pytest.fixture
 def scaled_env(tmp_path, fake_upay):
     """Environment for bridge processes on PostgreSQL and Redis (a fresh database and queue)."""
-    from .test_layouts import PG_ADMIN_URL, REDIS_URL, _available
-
     from .test_serve import free_port
-    problem = _available()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL/Redis must run in CI: {problem}")
-        pytest.skip(problem)
+    require_scaled()
     import uuid
 
     import sqlalchemy as sa

@@ -162,6 +162,30 @@ def test_deeply_nested_json_is_a_clear_4xx(env):
     assert_nothing_stored(rt)
 
 
+def test_json_deeper_than_the_limit_is_refused(env):
+    rt, client, wc, _ = env
+    from bridge.json_depth import MAX_DEPTH
+
+    def nested(levels: int) -> bytes:
+        return b'{"a":' * (levels - 1) + b"{}" + b"}" * (levels - 1)
+
+    for levels, refused in ((MAX_DEPTH, False), (MAX_DEPTH + 1, True)):
+        body = nested(levels)
+        signed = {"X-WC-Webhook-Topic": "order.created",
+                  "X-WC-Webhook-Signature": webhook_signature(body, "whsec-fuzz")}
+        resp = client.post(f"/webhooks/woocommerce/{wc.id}", data=body,
+                           headers={"Content-Type": "application/json", **signed})
+        message = resp.get_json()["error"]["message"]
+        # At the limit the body parses (and is then refused as no order); past it, it does not.
+        assert resp.status_code in (400, 422)
+        assert ("nested too deeply" in message) is refused, (levels, message)
+        resp = client.post("/saleor/app/session", data=body,
+                           headers={"Content-Type": "application/json"})
+        assert resp.status_code < 500
+        check(resp)
+    assert_nothing_stored(rt)
+
+
 # -- UPay callbacks -----------------------------------------------------------------------------
 
 @FUZZ

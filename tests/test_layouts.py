@@ -1,62 +1,22 @@
-"""The same pipeline on the scale-out layout: PostgreSQL as the database, Redis as the queue.
+"""The duplicate deliveries of a burst on both layouts: the embedded default, and PostgreSQL as
+the database with Redis as the queue and the worker in a process of its own.
 
-.ci/run starts both servers on 127.0.0.1; outside CI the tests are skipped when they are absent.
+.ci/run starts both servers on 127.0.0.1; outside CI the scale-out runs are skipped when they are
+absent (conftest.require_scaled). The whole pipeline and payment suites run on both layouts too
+(BOTH_LAYOUTS in test_pipeline.py and test_payments.py).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-
-import pytest
-import sqlalchemy as sa
-
 from .test_pipeline import BILLING, charge_for
 
-PG_ADMIN_URL = os.environ.get("UPAY_BRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("UPAY_BRIDGE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+BOTH_LAYOUTS = True
 
 
-def _available() -> str:
-    try:
-        import redis
-
-        engine = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-        return ""
-    except Exception as exc:  # noqa: BLE001
-        return f"{type(exc).__name__}: {exc}"
-
-
-@pytest.fixture
-def scaled_bridge(bridge_factory):
-    problem = _available()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL/Redis must run in CI: {problem}")
-        pytest.skip(f"PostgreSQL or Redis not reachable: {problem}")
-    name = f"upay_bridge_t_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-                             isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    db_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    bridge = bridge_factory(database_url=db_url, queue_url=REDIS_URL, queue_name=name)
-    yield bridge
-    bridge.stop_worker()
-    bridge.runtime.jobs.huey.flush()
-    bridge.runtime.close()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def test_postgres_and_redis_layout_invoices_once(scaled_bridge, connect_store, fake_wc, fake_upay):
-    assert scaled_bridge.runtime.engine.dialect.name == "postgresql"
-    connect_store(scaled_bridge)
+def test_a_burst_with_duplicates_invoices_each_order_once(bridge, layout, connect_store, fake_wc,
+                                                          fake_upay):
+    assert bridge.runtime.engine.dialect.name == ("postgresql" if layout == "scaled" else "sqlite")
+    connect_store(bridge)
     fake_wc.add_product(1, "Oud oil", "7.125")
     orders = [fake_wc.create_order([{"product_id": 1, "quantity": 2}], billing=BILLING)
               for _ in range(5)]
@@ -65,6 +25,6 @@ def test_postgres_and_redis_layout_invoices_once(scaled_bridge, connect_store, f
         else fake_wc.webhooks[0]["id"]
     fake_wc.deliver(webhook_id, orders[0]["id"], times=5, concurrently=True)
     for order in orders:
-        scaled_bridge.wait_state(order["id"], "done", timeout=30)
+        bridge.wait_state(order["id"], "done", timeout=30)
         assert len(charge_for(fake_upay, order["id"])) == 1
         assert len(fake_wc.notes(order["id"])) == 1

@@ -14,6 +14,9 @@ from bridge import db
 from .conftest import wait_for
 from .test_webhooks import php_json, post
 
+# Every test runs on the embedded default and on PostgreSQL + Redis with a worker process.
+BOTH_LAYOUTS = True
+
 
 @pytest.fixture
 def shop(fake_wc):

@@ -8,17 +8,22 @@ from typing import Any
 import simplejson
 
 from ..errors import InvalidPayloadError, MalformedBodyError
+from ..json_depth import MAX_DEPTH, too_deep
 
 
 def decode_json(body: bytes | str) -> Any:
     """JSON with every number as ``Decimal``: money never passes through a float."""
     try:
-        return simplejson.loads(body, use_decimal=True)
+        value = simplejson.loads(body, use_decimal=True)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
     except RecursionError:
-        # The parser recurses per nesting level: Python's recursion limit is the depth limit.
+        # The parser recurses per nesting level and stops at Python's recursion limit.
         raise MalformedBodyError("body is JSON nested too deeply") from None
+    if too_deep(value):
+        raise MalformedBodyError(f"body is JSON nested too deeply (more than {MAX_DEPTH} "
+                                 "levels)")
+    return value
 
 
 def quantity(value: Any, where: str) -> int:
