@@ -28,19 +28,20 @@ for a quick run).
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import multiprocessing as mp
-import sqlite3
+import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakes_process import fakes_main, start_bridge  # noqa: E402
+from fakes_process import fakes_main, start_bridge, worker_main  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 
@@ -50,10 +51,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def count_states(db_path: Path) -> dict[str, int]:
-    with sqlite3.connect(db_path) as conn:
+def count_states(engine: Any) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
         return {state: n for state, n in conn.execute(
-            "select state, count(*) from orders group by state")}
+            sa.text("select state, count(*) from orders group by state"))}
+
+
+@contextlib.contextmanager
+def layout_for(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The scaled layout's settings: a fresh PostgreSQL database and Redis queue, dropped after."""
+    if args.layout == "embedded":
+        yield {}
+        return
+    import uuid
+
+    import redis
+    import sqlalchemy as sa
+
+    name = f"upay_bridge_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(args.pg.replace("postgresql://", "postgresql+psycopg://"),
+                             isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield {"database_url": args.pg.rsplit("/", 1)[0] + "/" + name,
+               "queue_url": args.redis, "queue_name": name}
+    finally:
+        client = redis.Redis.from_url(args.redis)
+        for key in client.scan_iter(f"*{name.replace('_', '')}*"):
+            client.delete(key)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def main() -> None:
@@ -64,6 +95,15 @@ def main() -> None:
     parser.add_argument("--store-latency", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=150.0,
                         help="stop waiting for the drain after this many seconds")
+    parser.add_argument("--layout", choices=("embedded", "scaled"), default="embedded",
+                        help="embedded: SQLite, the workers' threads in this process; scaled: "
+                             "PostgreSQL + Redis, the workers in --processes processes")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="worker processes of the scaled layout (the workers are split "
+                             "evenly between them)")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
+                        help="PostgreSQL (the scaled layout makes a database there, then drops it)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
 
 
@@ -75,32 +115,49 @@ def main() -> None:
     fakes.start()
     info: dict[str, Any] = ours.recv()
 
-    with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname:
+    with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname, \
+            layout_for(args) as layout:
         data_dir = Path(tmpname)
-        rt, server = start_bridge(info, data_dir, args.workers, ours)
+        rt, server = start_bridge(info, data_dir, args.workers, ours, **layout)
+        engine = rt.engine
 
         # 1. the burst: every order delivered while no worker runs (intake only)
         ours.send(("deliver", args.orders))
         intake = ours.recv()
-        db_path = data_dir / "bridge.db"
         print(f"intake: {intake['delivered']} delivered ({intake['failed']} failed) in "
-              f"{intake['seconds']:.1f} s; states {count_states(db_path)}")
+              f"{intake['seconds']:.1f} s; states {count_states(engine)}")
 
         # 2. the drain: start the workers and wait until every order is done
-        consumer = rt.jobs.consumer(args.workers)
-        cpu0 = cpu_seconds(os.getpid()), cpu_seconds(fakes.pid)
+        procs: list[Any] = []
+        consumer = None
+        if args.layout == "embedded":
+            consumer = rt.jobs.consumer(args.workers, periodic=False)
+            bridge_pids = [os.getpid()]
+        else:
+            per = max(1, args.workers // args.processes)
+            procs = [ctx.Process(target=worker_main, args=(rt.settings, per), daemon=True)
+                     for _ in range(args.processes)]
+            for proc in procs:
+                proc.start()
+            bridge_pids = [os.getpid()] + [proc.pid for proc in procs]
+        cpu0 = sum(map(cpu_seconds, bridge_pids)), cpu_seconds(fakes.pid)
         t0 = time.monotonic()
-        consumer.start()
+        if consumer is not None:
+            consumer.start()
         deadline = t0 + args.timeout
         states: dict[str, int] = {}
         while time.monotonic() < deadline:
-            states = count_states(db_path)
+            states = count_states(engine)
             if states.get("done", 0) >= args.orders:
                 break
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
-        cpu = cpu_seconds(os.getpid()) - cpu0[0], cpu_seconds(fakes.pid) - cpu0[1]
-        consumer.stop(graceful=True)
+        cpu = sum(map(cpu_seconds, bridge_pids)) - cpu0[0], cpu_seconds(fakes.pid) - cpu0[1]
+        if consumer is not None:
+            consumer.stop(graceful=True)
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGINT)
+            proc.join(10)
         ours.send(("stop", None))
         ours.recv()
         fakes.join(timeout=10)
@@ -112,6 +169,7 @@ def main() -> None:
     ideal = args.orders * per_order / args.workers
     rate = done / elapsed
     of_ideal = ideal / elapsed if done >= args.orders else float("nan")
+    print(f"layout: {args.layout}" + (f", {args.processes} worker processes" if args.layout == "scaled" else ""))
     print(f"drain: {done}/{args.orders} orders done in {elapsed:.2f} s with {args.workers} workers "
           f"(final states {states})")
     print(f"CPU per order during the drain: bridge {cpu[0] / max(done, 1) * 1e3:.1f} ms, "

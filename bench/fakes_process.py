@@ -55,9 +55,11 @@ def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float
             return
 
 
-def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection) -> tuple[Any, Any]:
+def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection,
+                 **layout: str) -> tuple[Any, Any]:
     """The bridge in this process (waitress, 8 threads), its store registered and the fake
-    store's webhook pointed at it; returns (runtime, waitress server)."""
+    store's webhook pointed at it; returns (runtime, waitress server). ``layout`` may set
+    ``database_url``, ``queue_url`` and ``queue_name`` (the default: SQLite files)."""
     import threading
 
     from waitress.server import create_server
@@ -74,8 +76,9 @@ def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection) -> t
     threading.Thread(target=server.run, daemon=True, name="waitress").start()
     public_url = f"http://127.0.0.1:{server.effective_port}"
     settings = load_settings({}, data_dir=data_dir).with_overrides(
-        database_url=f"sqlite:///{data_dir / 'bridge.db'}",
-        queue_url=f"sqlite:///{data_dir / 'queue.db'}",
+        database_url=layout.get("database_url", f"sqlite:///{data_dir / 'bridge.db'}"),
+        queue_url=layout.get("queue_url", f"sqlite:///{data_dir / 'queue.db'}"),
+        queue_name=layout.get("queue_name", "upay-bridge"),
         public_url=public_url, secret_keys=(generate_key(),), workers=workers,
         upay_sandbox_url=f"{info['upay_url']}/api/v1/",
         upay_production_url=f"{info['upay_url']}/api/v1/")
@@ -89,3 +92,11 @@ def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection) -> t
     pipe.send(("webhook", f"{public_url}/webhooks/woocommerce/{record.id}"))
     pipe.recv()
     return rt, server
+
+
+def worker_main(settings: Any, workers: int) -> None:
+    """A worker process of the scale-out layout: ``upay-bridge worker`` on these settings."""
+    from bridge.runtime import bootstrap
+
+    runtime = bootstrap(settings, migrate=False)
+    runtime.jobs.consumer(workers, periodic=False).run()  # SIGINT ends it

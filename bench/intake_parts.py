@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Where a webhook's intake time goes: each step of the bridge's ``order.created`` handling,
+timed alone in one thread, next to a bare Flask request through the same test client.
+
+Steps: the signature check, decoding the order, the database transaction (order, delivery and
+event rows; embedded SQLite), queueing the job (SQLite queue), the whole request, and the bare
+endpoint's whole request. Prints microseconds per call (mean of ``--n`` calls).
+
+Run: ``.venv/bin/python bench/intake_parts.py`` (a few seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+import webhook_accept as wa  # noqa: E402
+
+
+def per_call_us(step: Callable[[Any], Any], items: Iterable[Any]) -> float:
+    items = list(items)
+    started = time.perf_counter()
+    for item in items:
+        step(item)
+    return (time.perf_counter() - started) / len(items) * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000)
+    args = parser.parse_args()
+
+    import flask
+
+    from bridge.app import create_app
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+    from bridge.stores import adapter_for
+
+    n = args.n
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        data = Path(tmp)
+        settings = load_settings({}, data_dir=data).with_overrides(
+            database_url=f"sqlite:///{data / 'bridge.db'}", queue_url=f"sqlite:///{data / 'q.db'}",
+            secret_keys=(generate_key(),))
+        rt = bootstrap(settings)
+        record = rt.registry.add(
+            "woocommerce", "http://127.0.0.1:9",
+            {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
+             "webhook_secret": wa.WEBHOOK_SECRET, "upay_api_key": "k"},
+            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+        load = wa.Load(wa.body_template(), 1000)
+        requests = [load.request() for _ in range(3 * n)]
+        store = adapter_for(record)
+        events: list[Any] = []
+        schedule = rt.pipeline.schedule
+        rt.pipeline.schedule = lambda pk, delay: None  # the queue is timed on its own below
+        results = {
+            "signature check": per_call_us(lambda r: store.verify_webhook(r[1], r[0]),
+                                           requests[:n]),
+            "decode the order": per_call_us(
+                lambda r: events.append(store.parse_webhook(r[1], r[0])), requests[:n]),
+            "database transaction": per_call_us(
+                lambda e: rt.pipeline.accept(record, e, b"{}"), events),
+            "queue the job": per_call_us(rt.jobs.enqueue, range(n)),
+        }
+        rt.pipeline.schedule = schedule
+        client = create_app(rt).test_client()
+        path = f"/webhooks/woocommerce/{record.id}"
+        results["whole request (bridge)"] = per_call_us(
+            lambda r: client.post(path, data=r[0], headers=r[1]), requests[n:2 * n])
+        bare = flask.Flask("bare")
+        bare.add_url_rule("/bare", "bare", lambda: (flask.request.get_data(), "")[1],
+                          methods=["POST"])
+        bare_client = bare.test_client()
+        results["whole request (bare Flask)"] = per_call_us(
+            lambda r: bare_client.post("/bare", data=r[0], headers=r[1]), requests[2 * n:])
+        rt.close()
+    for name, us in results.items():
+        print(f"{name:>28}: {us:7.1f} µs")
+
+
+if __name__ == "__main__":
+    main()
