@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import tracemalloc
 import multiprocessing as mp
 import sqlite3
 import sys
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="orders delivered per batch")
     parser.add_argument("--timeout", type=float, default=170.0,
                         help="stop waiting for the orders after this many seconds in all")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also print where Python's own allocations grew (slower)")
     args = parser.parse_args()
 
 
@@ -80,6 +83,8 @@ def main() -> None:
 
         deliver_and_wait(20, 20)   # warm-up
         gc.collect()
+        if args.tracemalloc:
+            tracemalloc.start(8)
         rss_before = proc_status("VmRSS")
         t0 = time.monotonic()
         total = 20
@@ -91,6 +96,11 @@ def main() -> None:
         done = count_done(db_path) - 20
         gc.collect()
         rss_after = proc_status("VmRSS")
+        if args.tracemalloc:
+            snapshot = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(False, tracemalloc.__file__)])
+            grown = snapshot.statistics("traceback")[:8]
+            traced = sum(stat.size for stat in snapshot.statistics("filename"))
         hwm = proc_status("VmHWM")
         consumer.stop(graceful=True)
         ours.send(("stop", None))
@@ -105,6 +115,13 @@ def main() -> None:
           f"{rss_before / 1024:.1f} MiB; after {rss_after / 1024:.1f} MiB; "
           f"growth {(rss_after - rss_before) / 1024:.1f} MiB "
           f"({(rss_after - rss_before) / max(done, 1):.2f} kB/order); peak VmHWM {hwm / 1024:.1f} MiB")
+    if args.tracemalloc:
+        print(f"Python allocations still held, made after the warm-up: {traced / 2**20:.1f} MiB; "
+              "the largest sites:")
+        for stat in grown:
+            print(f"  {stat.size / 1024:9.1f} KiB in {stat.count} blocks")
+            for line in stat.traceback.format()[-6:]:
+                print(f"      {line}")
 
 
 if __name__ == "__main__":
