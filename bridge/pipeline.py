@@ -403,14 +403,12 @@ class Pipeline:
     # -- attempts ------------------------------------------------------------------------------
 
     def _start_attempt(self, pk: int, store_id: str, external_id: str) -> Any:
-        a = db.attempts.c
         with self.engine.begin() as conn:
             now = self.clock()
             last = conn.execute(_LAST_ATTEMPT, {"b_pk": pk}).first()
             if last is not None and last.state == "not_sent":
-                conn.execute(_UPDATE_ATTEMPT, {"b_id": last.id, "state": "sending",
-                                               "updated_at": now})
-                return conn.execute(sa.select(db.attempts).where(a.id == last.id)).first()
+                return conn.execute(_UPDATE_ATTEMPT.returning(db.attempts), {
+                    "b_id": last.id, "state": "sending", "updated_at": now}).first()
             if last is not None and last.state == "sending":
                 # The worker holding this attempt stopped while its POST was in flight.
                 conn.execute(_UPDATE_ATTEMPT, {
@@ -422,11 +420,11 @@ class Pipeline:
                        "used, and a payment on the old one still counts for this order")
             number = 1 if last is None else last.number + 1
             upay_order_id = upay_order_id_for(store_id, external_id, number)
-            attempt_id = conn.execute(_INSERT_ATTEMPT, dict(
+            attempt = conn.execute(_INSERT_ATTEMPT, dict(
                 order_id=pk, number=number, upay_order_id=upay_order_id, state="sending",
-                token=secrets.token_urlsafe(16), created_at=now, updated_at=now)).scalar()
+                token=secrets.token_urlsafe(16), created_at=now, updated_at=now)).first()
             _event(conn, pk, now, "attempt", f"creating invoice with order id {upay_order_id}")
-            return conn.execute(_ATTEMPT_BY_ID, {"b_id": attempt_id}).first()
+            return attempt
 
     def _set_attempt(self, attempt_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -522,9 +520,8 @@ _INSERT_EVENT = db.events.insert()
 _a = db.attempts.c
 _LAST_ATTEMPT = (sa.select(db.attempts).where(_a.order_id == sa.bindparam("b_pk"))
                  .order_by(_a.number.desc()).limit(1))
-_ATTEMPT_BY_ID = sa.select(db.attempts).where(_a.id == sa.bindparam("b_id"))
 _UPDATE_ATTEMPT = db.attempts.update().where(_a.id == sa.bindparam("b_id"))
-_INSERT_ATTEMPT = db.attempts.insert().returning(_a.id)
+_INSERT_ATTEMPT = db.attempts.insert().returning(db.attempts)
 _INSERT_DELIVERY = db.deliveries.insert()
 _INSERT_ORDER = {
     sqlite_dialect: dialect.insert(db.orders)
