@@ -194,6 +194,16 @@ def post(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict
     return resp.status == 200
 
 
+def send(conn: http.client.HTTPConnection, child: Child, body: bytes,
+         headers: dict[str, str]) -> tuple[bool, http.client.HTTPConnection]:
+    """One POST; on a broken connection, counts a failure and opens a new connection."""
+    try:
+        return post(conn, child.path, body, headers), conn
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        return False, http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+
+
 def closed_loop(child: Child, load: Load, concurrency: int, duration: float) -> Result:
     """``concurrency`` threads, each posting back to back on its keep-alive connection."""
     result = Result()
@@ -205,12 +215,7 @@ def closed_loop(child: Child, load: Load, concurrency: int, duration: float) -> 
         while time.monotonic() < deadline:
             body, headers = load.request()
             t0 = time.perf_counter()
-            try:
-                ok = post(conn, child.path, body, headers)
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+            ok, conn = send(conn, child, body, headers)
             result.add(ok, time.perf_counter() - t0)
         conn.close()
 
@@ -238,12 +243,7 @@ def open_loop(child: Child, load: Load, rate: float, duration: float, senders: i
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            try:
-                ok = post(conn, child.path, body, headers)
-            except (OSError, http.client.HTTPException):
-                ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
+            ok, conn = send(conn, child, body, headers)
             result.add(ok, time.perf_counter() - due)
         conn.close()
 
