@@ -7,11 +7,12 @@ from typing import Any, Mapping
 
 from flask import Flask, current_app, g, jsonify, redirect, request, session, url_for
 from flask.json.provider import DefaultJSONProvider
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
-from .json_depth import MAX_DEPTH, too_deep
+from .json_depth import MAX_DEPTH, cannot_be_too_deep, too_deep
 from .logging_setup import request_id_from, request_id_var
 from .runtime import Runtime, bootstrap
 
@@ -28,9 +29,19 @@ class _JSONProvider(DefaultJSONProvider):
             value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-        if too_deep(value):
+        if not cannot_be_too_deep(s) and too_deep(value):
             raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
         return value
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building the signer for requests that carry no
+    session cookie: store webhooks and UPay's callbacks never do, and they are most requests."""
+
+    def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
 
 
 def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -51,6 +62,7 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
         app.config.update(test_config)
     app.extensions["upay_bridge"] = runtime
     app.json = _JSONProvider(app)
+    app.session_interface = _SessionInterface()
     app.extensions["upay_bridge_metrics"] = metrics.for_runtime(runtime)
 
     @app.before_request

@@ -45,13 +45,17 @@ _KIND_LABELS = {LineKind.ITEM: "Item", LineKind.SHIPPING: "Shipping", LineKind.F
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+# What _clean_text drops: control characters (Cc) other than whitespace, lone surrogates (Cs) and
+# the bidi controls. Cc is exactly U+0000-001F and U+007F-009F; whitespace among them ("\t",
+# "\x1c", "\x85"...) is kept for the split below.
+_DROPPED_RE = re.compile("[" + "".join(
+    re.escape(ch) for ch in map(chr, [*range(0x20), *range(0x7f, 0xa0)]) if not ch.isspace()
+) + "\ud800-\udfff" + "".join(sorted(_BIDI_CONTROLS)) + "]")
+
+
 def _clean_text(text: str) -> str:
-    kept = "".join(
-        ch for ch in text
-        if ch.isspace()  # collapsed below, so "a\nb" becomes "a b" rather than "ab"
-        or (unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS)
-    )
-    return " ".join(kept.split())
+    # Whitespace is collapsed, so "a\nb" becomes "a b" rather than "ab".
+    return " ".join(_DROPPED_RE.sub("", text).split())
 
 
 _ZWJ = "\u200d"
@@ -153,6 +157,8 @@ def _strip_tags(text: str) -> str:
 
 
 def clean_name(text: str) -> str:
+    if "<" not in text and "&" not in text:  # no markup, no entity: the common case
+        return _clean_text(text)
     text = _strip_tags(text)
     # Some plugins store names already escaped and WordPress escapes again ("&amp;ndash;"), so
     # unescape until nothing changes (bounded: a real name needs at most two rounds).

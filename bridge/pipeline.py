@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,6 +43,8 @@ from . import db, metrics
 from .config import Settings
 from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderNotFoundError,
                      StoreAuthError, StoreError, UPayError, UPayRateLimitError)
+from .group_commit import GroupCommit
+from .intake_writer import IntakeCursor, IntakeWriter
 from .mapping import (invoice_blockers, invoice_request_from_order, reference_id_for,
                       upay_order_id_for)
 from .models import CallbackUrls, InvoiceOptions, Order
@@ -58,6 +60,15 @@ logger = logging.getLogger(__name__)
 
 WORK_STATES = ("received", "retrying", "invoiced")
 NOTE_OPEN = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class _Intake:
+    """One delivery of an order, as ``accept`` hands it to the batch writer."""
+    order: dict[str, Any]  # the orders row
+    delivery: dict[str, Any]  # the deliveries row, without its outcome
+    events: list[tuple[str, str]]  # recorded when the order is new
+    reason: str  # why the order is skipped ("" to invoice it)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,12 @@ class Pipeline:
         # Set by the job queue: schedule(order_pk, delay_seconds). A lost call is not fatal:
         # ``sweep`` finds every order that still needs work.
         self.schedule: Callable[[int, float], None] = lambda pk, delay: None
+        # The same for a batch of new orders, each due now (one queue write for the batch).
+        self.schedule_many: Callable[[list[int]], None] = \
+            lambda pks: [self.schedule(pk, 0.0) for pk in pks]  # type: ignore[func-returns-value]
+        # Deliveries are written in batches (bridge/group_commit.py).
+        self._intake: GroupCommit[_Intake, Accepted] = GroupCommit(self._accept_batch)
+        self._intake_writer = IntakeWriter(engine)
         self._clients: dict[tuple[str, float], UPayClient] = {}
         self._clients_lock = threading.Lock()
 
@@ -109,29 +126,58 @@ class Pipeline:
         assert order is not None
         reason = skip_reason(record, order)
         now = self.clock()
-        values = dict(store_id=record.id, external_id=order.external_id[:100],
-                      number=order.number[:100], currency=order.currency[:3],
-                      total=str(order.total)[:40], payload=body.decode("utf-8"),
-                      state="skipped" if reason else "received", reason=reason,
-                      next_attempt_at=now, created_at=now, updated_at=now)
-        with self.engine.begin() as conn:
-            pk = _insert_ignore(conn, values)
-            outcome = "duplicate" if pk is None else ("skipped" if reason else "queued")
-            conn.execute(_INSERT_DELIVERY, dict(
-                store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
-                external_order_id=order.external_id[:100], outcome=outcome,
-                body_sha256=_sha256(body), received_at=now))
-            if pk is not None:
-                _event(conn, pk, now, "received", f"order #{order.number} {order.total} "
-                       f"{order.currency} ({order.status})")
-                if reason:
-                    _event(conn, pk, now, "skipped", reason)
-        metrics.of(self).deliveries.labels(record.kind, outcome).inc()
-        if outcome == "queued":
-            self.schedule(pk, 0.0)
-        logger.info("order %s of store %s: %s", order.external_id, record.id, outcome,
+        events = [("received", f"order #{order.number} {order.total} {order.currency} "
+                               f"({order.status})")]
+        if reason:
+            events.append(("skipped", reason))
+        accepted = self._intake.submit(_Intake(
+            order=dict(store_id=record.id, external_id=order.external_id[:100],
+                       number=order.number[:100], currency=order.currency[:3],
+                       total=str(order.total)[:40], payload=body.decode("utf-8"),
+                       state="skipped" if reason else "received", reason=reason,
+                       next_attempt_at=now, created_at=now, updated_at=now),
+            delivery=dict(store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
+                          external_order_id=order.external_id[:100],
+                          body_sha256=_sha256(body), received_at=now),
+            events=events, reason=reason))
+        metrics.of(self).deliveries.labels(record.kind, accepted.outcome).inc()
+        logger.info("order %s of store %s: %s", order.external_id, record.id, accepted.outcome,
                     extra={"store_id": record.id, "order_id": order.external_id})
-        return Accepted(outcome, pk, reason)
+        return accepted
+
+    def _accept_batch(self, batch: Sequence[_Intake]) -> list[Accepted]:
+        """Record a batch of deliveries in one transaction (see ``group_commit``), then queue
+        the new orders in one go."""
+        def write(cursor: IntakeCursor) -> list[Accepted]:
+            # Only rows actually inserted come back: an order already recorded (or delivered
+            # twice within this batch) is a duplicate, and the first delivery in the batch wins.
+            created = cursor.insert_orders([item.order for item in batch])
+            results, deliveries, events = [], [], []
+            for item in batch:
+                pk = created.pop((item.order["store_id"], item.order["external_id"]), None)
+                outcome = "duplicate" if pk is None else ("skipped" if item.reason else "queued")
+                deliveries.append({**item.delivery, "outcome": outcome})
+                if pk is not None:
+                    at = item.order["created_at"]
+                    events.extend((pk, at, kind, message[:2000]) for kind, message in item.events)
+                results.append(Accepted(outcome, pk, item.reason))
+            cursor.insert_deliveries(deliveries)
+            cursor.insert_events(events)
+            return results
+
+        results = self._intake_writer.write(write)
+        queued = [r.order_pk for r in results if r.outcome == "queued"]
+        if queued:
+            try:
+                self.schedule_many(queued)
+            except Exception:  # noqa: BLE001 - committed already; the sweep finds these orders
+                logger.exception("could not queue %d new orders; the sweep will pick them up",
+                                 len(queued))
+        return results
+
+    def close(self) -> None:
+        with self._intake.paused():
+            self._intake_writer.close()
 
     def record_ignored(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> None:
         with self.engine.begin() as conn:
@@ -488,10 +534,6 @@ def _needs_work() -> Any:
                    sa.or_(o.state.in_(WORK_STATES), o.note_state.in_(NOTE_OPEN), open_actions))
 
 
-def _insert_ignore(conn: Connection, values: dict[str, Any]) -> int | None:
-    return conn.execute(_INSERT_ORDER[conn.dialect.name == "sqlite"], values).scalar()
-
-
 def _event(conn: Connection, pk: int, at: float, kind: str, message: str) -> None:
     conn.execute(_INSERT_EVENT, {"order_id": pk, "at": at, "kind": kind[:30],
                                  "message": message[:2000]})
@@ -526,7 +568,7 @@ _INSERT_DELIVERY = db.deliveries.insert()
 _INSERT_ORDER = {
     sqlite_dialect: dialect.insert(db.orders)
     .on_conflict_do_nothing(index_elements=["store_id", "external_id"])
-    .returning(_o.id)
+    .returning(_o.id, _o.store_id, _o.external_id)
     for sqlite_dialect, dialect in ((True, sqlite), (False, postgresql))}
 
 

@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from huey import Huey, MemoryHuey, RedisHuey, crontab
-from huey.storage import SqliteStorage
+from huey import Huey, MemoryHuey, crontab
+from huey.storage import RedisStorage, SqliteStorage
 
 from .payments import Payments
 from .pipeline import Pipeline
@@ -34,12 +34,27 @@ class _QueueFileStorage(SqliteStorage):
         conn.execute("pragma synchronous=NORMAL")
         return conn
 
+    def enqueue_many(self, datas: list[bytes]) -> None:
+        """Several jobs in one transaction (Huey's ``enqueue`` commits each one)."""
+        with self.db(commit=True) as cursor:
+            cursor.executemany("insert into task (queue, data, priority) values (?, ?, 0)",
+                               [(self.name, self.to_blob(data)) for data in datas])
+
+
+class _RedisQueueStorage(RedisStorage):
+    """Huey's Redis queue, with several jobs pushed in one command."""
+
+    def enqueue_many(self, datas: list[bytes]) -> None:
+        # LPUSH adds its values in order at the head and workers pop the tail: first in, first out.
+        self.conn.lpush(self.queue_key, *datas)
+
 
 def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = False) -> Huey:
     if immediate or queue_url == "memory://":
         return MemoryHuey(name, results=False, immediate=immediate, utc=True)
     if queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisHuey(name, url=queue_url, results=False, utc=True, blocking=True)
+        return Huey(name, storage_class=_RedisQueueStorage, url=queue_url, results=False,
+                    utc=True, blocking=True)
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url[len("sqlite:///"):])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,10 +107,24 @@ class Jobs:
         self._process_order = process_order
         self._confirm_payment = confirm_payment
         pipeline.schedule = self.enqueue
+        pipeline.schedule_many = self.enqueue_many
         payments.schedule = self.enqueue_confirmation
 
     def enqueue(self, pk: int, delay: float = 0.0) -> None:
         self._submit(self._process_order, (pk,), delay)
+
+    def enqueue_many(self, pks: list[int]) -> None:
+        """New orders, each due now, in one write to the queue where the queue allows it."""
+        enqueue_many = getattr(self.huey.storage, "enqueue_many", None)
+        if enqueue_many is None or self.huey.immediate:
+            for pk in pks:
+                self.enqueue(pk)
+            return
+        try:
+            enqueue_many([self.huey.serialize_task(self._process_order.s(pk)) for pk in pks])
+        except Exception:  # noqa: BLE001 - the state is in the database; the sweeps find it
+            logger.exception("could not queue %d orders; the periodic sweep will pick them up",
+                             len(pks))
 
     def enqueue_webhook_setup(self, store_id: str) -> None:
         self._submit(self._register_webhook, (store_id,), 0.0)

@@ -32,6 +32,7 @@ class Runtime:
     accounts: Accounts
 
     def close(self) -> None:
+        self.pipeline.close()
         self.engine.dispose()
 
 

@@ -28,3 +28,39 @@ def test_a_burst_with_duplicates_invoices_each_order_once(bridge, layout, connec
         bridge.wait_state(order["id"], "done", timeout=30)
         assert len(charge_for(fake_upay, order["id"])) == 1
         assert len(fake_wc.notes(order["id"])) == 1
+
+
+def _drop_intake_connection(bridge, layout: str) -> None:
+    """Break the connection the intake keeps between batches, as a database restart would."""
+    kept = bridge.runtime.pipeline._intake_writer._connection  # noqa: SLF001
+    assert kept is not None, "the first delivery should have left the intake a connection"
+    if layout == "scaled":
+        import sqlalchemy as sa
+
+        from .conftest import PG_ADMIN_URL
+
+        admin = sa.create_engine(PG_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+                                 isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"),
+                                {"pid": kept.dbapi_connection.info.backend_pid}).scalar()
+        admin.dispose()
+    else:
+        kept.dbapi_connection.close()
+
+
+def test_intake_recovers_when_its_kept_database_connection_is_dropped(bridge, layout,
+                                                                      connect_store, fake_wc,
+                                                                      fake_upay):
+    connect_store(bridge)
+    fake_wc.add_product(1, "Oud oil", "7.125")
+    first = fake_wc.create_order([{"product_id": 1, "quantity": 1}], billing=BILLING)
+    assert [d.status for d in fake_wc.deliver_queued()] == [200]
+    _drop_intake_connection(bridge, layout)
+    second = fake_wc.create_order([{"product_id": 1, "quantity": 2}], billing=BILLING)
+    # Answered 200 and recorded: the intake retried on a new connection.
+    assert [d.status for d in fake_wc.deliver_queued()] == [200]
+    for order in (first, second):
+        bridge.wait_state(order["id"], "done", timeout=30)
+        assert len(charge_for(fake_upay, order["id"])) == 1
+        assert len(fake_wc.notes(order["id"])) == 1
