@@ -51,8 +51,6 @@ SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced p
 
 def serve_bridge(threads: int, data_dir: Path) -> None:
     """Child process: the bridge (embedded SQLite layout), web only, no worker."""
-    from waitress.server import create_server
-
     from bridge.app import create_app
     from bridge.config import load_settings
     from bridge.crypto import generate_key
@@ -71,17 +69,12 @@ def serve_bridge(threads: int, data_dir: Path) -> None:
         {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
          "webhook_secret": WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
         name="Bench shop", upay_sandbox=True, settings=StoreSettings())
-    app = create_app(rt)
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    print(json.dumps({"port": server.effective_port,
-                      "path": f"/webhooks/woocommerce/{record.id}"}), flush=True)
-    server.run()
+    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
 
 
 def serve_bare(threads: int) -> None:
     """Child process: a Flask app whose one endpoint reads the body and answers 200."""
     import flask
-    from waitress.server import create_server
 
     app = flask.Flask("bare")
 
@@ -90,8 +83,19 @@ def serve_bare(threads: int) -> None:
         flask.request.get_data()
         return "", 200
 
+    run_server(app, threads, "/webhooks/woocommerce/bare")
+
+
+def run_server(app: Any, threads: int, path: str) -> None:
+    """Both apps are served by this: waitress with ``threads`` threads, and its per-request
+    "Task queue depth" warning held back to one line per 10 s, as ``upay-bridge serve`` does."""
+    from waitress.server import create_server
+
+    from bridge.logging_setup import hold_back_repeats
+
+    hold_back_repeats("waitress.queue")
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    print(json.dumps({"port": server.effective_port, "path": "/webhooks/woocommerce/bare"}), flush=True)
+    print(json.dumps({"port": server.effective_port, "path": path}), flush=True)
     server.run()
 
 

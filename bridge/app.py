@@ -34,12 +34,18 @@ class _JSONProvider(DefaultJSONProvider):
         return value
 
 
+_SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                     ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
+
+
 class _SessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, without building the signer for requests that carry no
     session cookie: store webhooks and UPay's callbacks never do, and they are most requests."""
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
-        if self.get_cookie_name(app) not in request.cookies:
+        # The Cookie header is only parsed when there is one.
+        if "HTTP_COOKIE" not in request.environ or \
+                self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
         return super().open_session(app, request)
 
@@ -101,16 +107,15 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     def _security_headers(resp: Any) -> Any:
         # Saleor's Dashboard shows the app's pages in an iframe; everything else refuses framing.
         in_saleor = request.path.startswith("/saleor/app") or bool(session.get("saleor_stores"))
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if not in_saleor:
-            resp.headers.setdefault("X-Frame-Options", "DENY")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        resp.headers.setdefault("Cache-Control", "no-store")
+        present = {name.lower() for name, _ in resp.headers}  # one pass: a view may set its own
+        for name, value in _SECURITY_HEADERS:
+            if name.lower() not in present and not (in_saleor and name == "X-Frame-Options"):
+                resp.headers.add(name, value)
         if "request_id" in g:
             resp.headers["X-Request-ID"] = g.request_id
-        if resp.mimetype == "text/html":
+        if resp.mimetype == "text/html" and "content-security-policy" not in present:
             frame_ancestors = "https:" if in_saleor else "'none'"
-            resp.headers.setdefault(
+            resp.headers.add(
                 "Content-Security-Policy",
                 "default-src 'self'; style-src 'self' 'unsafe-inline'; "
                 "script-src 'self' 'unsafe-inline'; img-src 'self' data:; "

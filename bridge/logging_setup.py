@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -77,6 +79,39 @@ class TextFormatter(logging.Formatter):
         return f"{text} [request_id={rid}]" if rid else text
 
 
+class _HoldBackRepeats(logging.Filter):
+    """Lets one record through per ``interval`` seconds and counts the ones held back."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next = 0.0
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next:
+                self._held += 1
+                return False
+            held, self._held, self._next = self._held, 0, now + self.interval
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {self.interval:g} s)"
+        return True
+
+
+def hold_back_repeats(logger_name: str, interval: float = 10.0) -> None:
+    """At most one line per ``interval`` from ``logger_name``.
+
+    For waitress's "Task queue depth is N": it warns on every request that finds all of the
+    server's threads busy, so a burst that saturates the server writes a line per request,
+    spending CPU on logging exactly when there is none to spare."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _HoldBackRepeats) for f in logger.filters):
+        logger.addFilter(_HoldBackRepeats(interval))
+
+
 def configure(level: str = "INFO", fmt: str = "json", stream=None) -> logging.Handler | None:
     """Like ``logging.basicConfig``: a no-op when someone else (a test runner, an embedding
     program) already configured the root logger; otherwise install (or replace) our handler."""
@@ -90,4 +125,5 @@ def configure(level: str = "INFO", fmt: str = "json", stream=None) -> logging.Ha
     handler.setFormatter(TextFormatter() if fmt.lower() == "text" else JSONFormatter())
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    hold_back_repeats("waitress.queue")
     return handler

@@ -148,3 +148,23 @@ def test_a_full_run_logs_no_secret_or_contact_detail(bridge, connect_store, fake
                    record.secrets["consumer_secret"], BILLING["email"], BILLING["phone"],
                    BILLING["phone"].replace(" ", "")):
         assert secret not in text, secret
+
+
+def test_a_line_repeated_on_every_request_is_held_back(caplog) -> None:
+    # waitress warns "Task queue depth is N" on every request that finds its threads busy.
+    import logging
+    import time
+
+    from bridge.logging_setup import hold_back_repeats
+
+    hold_back_repeats("test.repeats", interval=0.3)
+    hold_back_repeats("test.repeats", interval=0.3)  # idempotent: one filter
+    log = logging.getLogger("test.repeats")
+    with caplog.at_level(logging.WARNING, logger="test.repeats"):
+        for depth in range(100):
+            log.warning("Task queue depth is %d", depth)
+        assert [r.getMessage() for r in caplog.records] == ["Task queue depth is 0"]
+        time.sleep(0.35)
+        log.warning("Task queue depth is %d", 7)
+    assert caplog.records[-1].getMessage() == \
+        "Task queue depth is 7 (99 more like it in the last 0.3 s)"
