@@ -114,7 +114,7 @@ class Pipeline:
         self.schedule_many: Callable[[list[int]], None] = \
             lambda pks: [self.schedule(pk, 0.0) for pk in pks]  # type: ignore[func-returns-value]
         # Deliveries are written in batches (bridge/group_commit.py).
-        self._intake: GroupCommit[_Intake, Accepted] = GroupCommit(self._accept_batch)
+        self._intake: GroupCommit[_Intake, Accepted] = GroupCommit(self.accept_batch)
         self._intake_writer = IntakeWriter(engine)
         self._clients: dict[tuple[str, float], UPayClient] = {}
         self._clients_lock = threading.Lock()
@@ -122,6 +122,16 @@ class Pipeline:
     # -- intake: runs inside the webhook request, so it only writes and returns -----------------
 
     def accept(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> Accepted:
+        item = self.intake_item(record, event, body)
+        accepted = self._intake.submit(item)
+        metrics.of(self).deliveries.labels(record.kind, accepted.outcome).inc()
+        logger.info("order %s of store %s: %s", item.order["external_id"], record.id,
+                    accepted.outcome,
+                    extra={"store_id": record.id, "order_id": item.order["external_id"]})
+        return accepted
+
+    def intake_item(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> _Intake:
+        """The rows one delivery of an order adds, as ``accept_batch`` writes them."""
         order = event.order
         assert order is not None
         reason = skip_reason(record, order)
@@ -130,7 +140,7 @@ class Pipeline:
                                f"({order.status})")]
         if reason:
             events.append(("skipped", reason))
-        accepted = self._intake.submit(_Intake(
+        return _Intake(
             order=dict(store_id=record.id, external_id=order.external_id[:100],
                        number=order.number[:100], currency=order.currency[:3],
                        total=str(order.total)[:40], payload=body.decode("utf-8"),
@@ -139,13 +149,9 @@ class Pipeline:
             delivery=dict(store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                           external_order_id=order.external_id[:100],
                           body_sha256=_sha256(body), received_at=now),
-            events=events, reason=reason))
-        metrics.of(self).deliveries.labels(record.kind, accepted.outcome).inc()
-        logger.info("order %s of store %s: %s", order.external_id, record.id, accepted.outcome,
-                    extra={"store_id": record.id, "order_id": order.external_id})
-        return accepted
+            events=events, reason=reason)
 
-    def _accept_batch(self, batch: Sequence[_Intake]) -> list[Accepted]:
+    def accept_batch(self, batch: Sequence[_Intake]) -> list[Accepted]:
         """Record a batch of deliveries in one transaction (see ``group_commit``), then queue
         the new orders in one go."""
         def write(cursor: IntakeCursor) -> list[Accepted]:
