@@ -140,6 +140,10 @@ def truncate_text(text: str, limit: int) -> str:
             break
         kept.append(cluster)
         used += len(cluster)
+    # A joiner joins what follows it, whitespace included, so the rstrip below can leave a
+    # cluster ending in a bare joiner ("\u200d " -> "\u200d"): drop that cluster whole.
+    while kept and "".join(kept).rstrip().endswith(_ZWJ):
+        kept.pop()
     return "".join(kept).rstrip() + ELLIPSIS
 
 
