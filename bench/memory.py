@@ -7,7 +7,10 @@ This process is the bridge as ``upay-bridge serve`` runs it in the embedded defa
 process, SQLite database and queue. The fakes (UPay, WooCommerce; no added latency) run in a
 child process so their own growing state is not counted. Orders are delivered in batches of
 ``--batch`` while the worker runs; "before" is read after a warm-up of 20 orders (imports and
-pools loaded), "after" once all N orders are ``done``. VmHWM (peak) is printed as well.
+pools loaded), "after" once all N orders are ``done``. VmHWM (peak) is printed as well, with
+glibc's own figures (``mallinfo2``: bytes allocated and bytes freed but kept). ``--trim`` then
+calls ``malloc_trim(0)`` and reads VmRSS again: what it gives back was freed memory glibc kept,
+not memory in use.
 
 Run: ``/tmp/v/bin/python bench/memory.py`` (2,000 orders); ``--orders 10000`` for the issue's
 figure. No goal is attached; nothing is asserted.
@@ -16,13 +19,14 @@ figure. No goal is attached; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
-import tracemalloc
 import multiprocessing as mp
 import sqlite3
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,23 @@ def proc_status(field: str) -> int:
     raise KeyError(field)
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def malloc_figures() -> tuple[float, float] | None:
+    """glibc's (in use, freed but kept) heap bytes in MiB, or None off glibc (< 2.33)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+    info = libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
+
+
 def count_done(db_path: Path) -> int:
     with sqlite3.connect(db_path) as conn:
         return int(conn.execute("select count(*) from orders where state = 'done'").fetchone()[0])
@@ -53,6 +74,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500, help="orders delivered per batch")
     parser.add_argument("--timeout", type=float, default=170.0,
                         help="stop waiting for the orders after this many seconds in all")
+    parser.add_argument("--trim", action="store_true",
+                        help="after the run, malloc_trim(0) and read VmRSS again")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also print where Python's own allocations grew (slower)")
     args = parser.parse_args()
@@ -86,6 +109,7 @@ def main() -> None:
         if args.tracemalloc:
             tracemalloc.start(8)
         rss_before = proc_status("VmRSS")
+        malloc_before = malloc_figures()
         t0 = time.monotonic()
         total = 20
         while total < 20 + args.orders and time.monotonic() < deadline:
@@ -96,6 +120,11 @@ def main() -> None:
         done = count_done(db_path) - 20
         gc.collect()
         rss_after = proc_status("VmRSS")
+        malloc_after = malloc_figures()
+        rss_trimmed = None
+        if args.trim:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            rss_trimmed = proc_status("VmRSS")
         if args.tracemalloc:
             snapshot = tracemalloc.take_snapshot().filter_traces(
                 [tracemalloc.Filter(False, tracemalloc.__file__)])
@@ -115,6 +144,13 @@ def main() -> None:
           f"{rss_before / 1024:.1f} MiB; after {rss_after / 1024:.1f} MiB; "
           f"growth {(rss_after - rss_before) / 1024:.1f} MiB "
           f"({(rss_after - rss_before) / max(done, 1):.2f} kB/order); peak VmHWM {hwm / 1024:.1f} MiB")
+    if malloc_before and malloc_after:
+        print(f"glibc heap: in use {malloc_before[0]:.1f} -> {malloc_after[0]:.1f} MiB, freed but "
+              f"kept {malloc_before[1]:.1f} -> {malloc_after[1]:.1f} MiB")
+    if rss_trimmed is not None:
+        print(f"after malloc_trim(0): VmRSS {rss_trimmed / 1024:.1f} MiB "
+              f"({(rss_trimmed - rss_after) / 1024:+.1f} MiB), growth "
+              f"{(rss_trimmed - rss_before) / 1024:.1f} MiB over the run")
     if args.tracemalloc:
         print(f"Python allocations still held, made after the warm-up: {traced / 2**20:.1f} MiB; "
               "the largest sites:")
