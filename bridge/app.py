@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import metrics
 from .errors import InvalidPayloadError, MalformedBodyError, SignatureError, UnknownStoreError
-from .json_depth import MAX_DEPTH, cannot_be_too_deep, too_deep
+from .json_depth import MAX_DEPTH, too_deep
 from .logging_setup import request_id_from, request_id_var
 from .runtime import Runtime, bootstrap
 
@@ -29,7 +29,7 @@ class _JSONProvider(DefaultJSONProvider):
             value = super().loads(s, **kwargs)
         except RecursionError:
             raise ValueError("JSON nested too deeply") from None
-        if not cannot_be_too_deep(s) and too_deep(value):
+        if too_deep(value, text=s):
             raise ValueError(f"JSON nested too deeply (more than {MAX_DEPTH} levels)")
         return value
 

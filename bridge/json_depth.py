@@ -12,19 +12,19 @@ from typing import Any
 MAX_DEPTH = 32
 
 
-def cannot_be_too_deep(text: str | bytes, limit: int = MAX_DEPTH) -> bool:
-    """True when the JSON text has too few brackets to nest more than ``limit`` levels, so the
-    walk of the decoded value can be skipped: counting runs in C, and most bodies pass here.
-    (Brackets inside strings are counted too, which can only make the answer False.)"""
-    if isinstance(text, bytes):
-        return text.count(b"{") + text.count(b"[") <= limit
-    return text.count("{") + text.count("[") <= limit
+def too_deep(value: Any, limit: int = MAX_DEPTH, *, text: str | bytes | None = None) -> bool:
+    """True when ``value`` has containers nested more than ``limit`` levels (the top is 1).
 
-
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when ``value`` has containers nested more than ``limit`` levels (the top is 1)."""
+    ``text``, the JSON ``value`` was decoded from, lets most bodies skip the walk: with no more
+    brackets than ``limit`` it cannot nest deeper, and counting runs in C. (Brackets inside
+    strings are counted too, which can only send a body on to the walk.)"""
     if not isinstance(value, (dict, list)):
         return False
+    if text is not None:
+        opened = (text.count(b"{") + text.count(b"[") if isinstance(text, bytes)
+                  else text.count("{") + text.count("["))
+        if opened <= limit:
+            return False
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()

@@ -571,11 +571,6 @@ _LAST_ATTEMPT = (sa.select(db.attempts).where(_a.order_id == sa.bindparam("b_pk"
 _UPDATE_ATTEMPT = db.attempts.update().where(_a.id == sa.bindparam("b_id"))
 _INSERT_ATTEMPT = db.attempts.insert().returning(db.attempts)
 _INSERT_DELIVERY = db.deliveries.insert()
-_INSERT_ORDER = {
-    sqlite_dialect: dialect.insert(db.orders)
-    .on_conflict_do_nothing(index_elements=["store_id", "external_id"])
-    .returning(_o.id, _o.store_id, _o.external_id)
-    for sqlite_dialect, dialect in ((True, sqlite), (False, postgresql))}
 
 
 def _sha256(body: bytes) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import simplejson
 
 from ..errors import InvalidPayloadError, MalformedBodyError
-from ..json_depth import MAX_DEPTH, cannot_be_too_deep, too_deep
+from ..json_depth import MAX_DEPTH, too_deep
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -20,7 +20,7 @@ def decode_json(body: bytes | str) -> Any:
     except RecursionError:
         # The parser recurses per nesting level and stops at Python's recursion limit.
         raise MalformedBodyError("body is JSON nested too deeply") from None
-    if not cannot_be_too_deep(body) and too_deep(value):
+    if too_deep(value, text=body):
         raise MalformedBodyError(f"body is JSON nested too deeply (more than {MAX_DEPTH} "
                                  "levels)")
     return value
