@@ -208,6 +208,13 @@ def send(conn: http.client.HTTPConnection, child: Child, body: bytes,
         return False, http.client.HTTPConnection("127.0.0.1", child.port, timeout=30)
 
 
+def run_all(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def closed_loop(child: Child, load: Load, concurrency: int, duration: float) -> Result:
     """``concurrency`` threads, each posting back to back on its keep-alive connection."""
     result = Result()
@@ -223,11 +230,7 @@ def closed_loop(child: Child, load: Load, concurrency: int, duration: float) -> 
             result.add(ok, time.perf_counter() - t0)
         conn.close()
 
-    threads = [threading.Thread(target=run) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_all([threading.Thread(target=run) for _ in range(concurrency)])
     result.elapsed = time.monotonic() - start
     return result
 
@@ -251,11 +254,7 @@ def open_loop(child: Child, load: Load, rate: float, duration: float, senders: i
             result.add(ok, time.perf_counter() - due)
         conn.close()
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_all([threading.Thread(target=run, args=(k,)) for k in range(senders)])
     result.elapsed = time.perf_counter() - start
     return result
 

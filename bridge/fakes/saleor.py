@@ -62,7 +62,7 @@ from jwt.algorithms import RSAAlgorithm
 from werkzeug.wrappers import Response
 
 from bridge.fakes.faults import Fault, FaultScript
-from bridge.fakes.server import ServedApp, serve_wsgi
+from bridge.fakes.server import SentRequest, ServedApp, serve_wsgi
 
 __all__ = [
     "Attempt",
@@ -899,7 +899,7 @@ def _project(value: Any, selections: list[Any] | None, doc: _Document,
 
 
 @dataclass
-class Attempt:
+class Attempt(SentRequest):
     """One outgoing HTTP request (a webhook attempt, the manifest GET or the token POST)."""
 
     url: str
@@ -922,16 +922,6 @@ class Attempt:
     @property
     def success(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.request_headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-    @property
-    def payload(self) -> Any:
-        return json.loads(self.request_body)
 
 
 @dataclass

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Callable
 
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class SentRequest:
+    """Reading back a request a fake sent (a webhook delivery, an install call): mixed into
+    dataclasses that have ``request_headers`` and ``request_body``."""
+
+    request_headers: list[tuple[str, str]]
+    request_body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The value of a request header (case-insensitive), as sent."""
+        for key, value in self.request_headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    @property
+    def payload(self) -> Any:
+        """The request body parsed as JSON."""
+        return json.loads(self.request_body)
 
 
 class _QuietHandler(WSGIRequestHandler):

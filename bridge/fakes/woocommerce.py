@@ -56,7 +56,7 @@ import flask
 import requests
 from werkzeug.wrappers import Response
 
-from bridge.fakes.server import ServedApp, serve_wsgi
+from bridge.fakes.server import SentRequest, ServedApp, serve_wsgi
 
 __all__ = [
     "AuthCallback",
@@ -593,7 +593,7 @@ def _php_price(total: Decimal, quantity: int) -> int | float:
 
 
 @dataclass
-class Delivery:
+class Delivery(SentRequest):
     """One outgoing HTTP request of the webhook sender (a delivery or a ping)."""
 
     kind: str                      # "delivery" or "ping"
@@ -618,17 +618,6 @@ class Delivery:
         """Alias of :attr:`status`, named like ``requests.Response.status_code``."""
         return self.status
 
-    def header(self, name: str) -> str | None:
-        """The value of a request header (case-insensitive), as sent."""
-        for key, value in self.request_headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-    @property
-    def payload(self) -> Any:
-        """The request body parsed as JSON (deliveries only)."""
-        return json.loads(self.request_body)
 
 
 @dataclass
