@@ -7,6 +7,10 @@ flash sale: every webhook passes here before it is answered. Measured on a batch
 each row's parameters processed per statement. The statements are the same on SQLite and
 PostgreSQL (both have ``ON CONFLICT ... DO NOTHING RETURNING``); only the placeholder differs.
 
+A batch is one INSERT per table, never ``executemany``: every statement the driver runs gives up
+the GIL (and on PostgreSQL is a round trip), and under a burst a thread that gave it up waits
+behind the other request threads to get it back.
+
 Only one thread uses the writer at a time: the group commit's leader (``bridge/group_commit.py``).
 """
 
@@ -23,6 +27,7 @@ ORDER_COLUMNS = ("store_id", "external_id", "number", "currency", "total", "payl
 DELIVERY_COLUMNS = ("store_id", "topic", "delivery_id", "external_order_id", "outcome",
                     "body_sha256", "received_at")
 EVENT_COLUMNS = ("order_id", "at", "kind", "message")
+_COLUMNS = {"orders": ORDER_COLUMNS, "deliveries": DELIVERY_COLUMNS, "events": EVENT_COLUMNS}
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -42,19 +47,21 @@ class IntakeCursor:
         """Insert the rows that are new; return ``{(store_id, external_id): id}`` for those
         only. An order already recorded, or given twice in ``rows``, is left out: the first
         of the same order in ``rows`` is the one inserted."""
-        self._cursor.execute(self._writer.orders_sql(len(rows)),
+        self._cursor.execute(self._writer.sql("orders", len(rows)),
                              [row[c] for row in rows for c in ORDER_COLUMNS])
         return {(store_id, external_id): pk
                 for pk, store_id, external_id in self._cursor.fetchall()}
 
     def insert_deliveries(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._cursor.executemany(self._writer.deliveries_sql,
-                                 [tuple(row[c] for c in DELIVERY_COLUMNS) for row in rows])
+        if rows:
+            self._cursor.execute(self._writer.sql("deliveries", len(rows)),
+                                 [row[c] for row in rows for c in DELIVERY_COLUMNS])
 
     def insert_events(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (order_id, at, kind, message)."""
         if rows:
-            self._cursor.executemany(self._writer.events_sql, rows)
+            self._cursor.execute(self._writer.sql("events", len(rows)),
+                                 [value for row in rows for value in row])
 
 
 class IntakeWriter:
@@ -63,17 +70,18 @@ class IntakeWriter:
         self._sqlite = engine.dialect.name == "sqlite"
         self._mark = "?" if self._sqlite else "%s"
         self._connection: Any = None  # a pooled DBAPI connection, kept between batches
-        self._orders_sql: dict[int, str] = {}
-        self.deliveries_sql = _insert("deliveries", DELIVERY_COLUMNS, self._mark)
-        self.events_sql = _insert("events", EVENT_COLUMNS, self._mark)
+        self._sql: dict[tuple[str, int], str] = {}
 
-    def orders_sql(self, rows: int) -> str:
-        sql = self._orders_sql.get(rows)
+    def sql(self, table: str, rows: int) -> str:
+        """One INSERT of ``rows`` rows into ``table``; the text is kept per size, so each size
+        is prepared once by the driver's statement cache."""
+        sql = self._sql.get((table, rows))
         if sql is None:
-            sql = self._orders_sql[rows] = (
-                _insert("orders", ORDER_COLUMNS, self._mark, rows)
-                + " ON CONFLICT (store_id, external_id) DO NOTHING"
-                + " RETURNING id, store_id, external_id")
+            sql = _insert(table, _COLUMNS[table], self._mark, rows)
+            if table == "orders":
+                sql += (" ON CONFLICT (store_id, external_id) DO NOTHING"
+                        " RETURNING id, store_id, external_id")
+            self._sql[(table, rows)] = sql
         return sql
 
     def write(self, fn: Callable[[IntakeCursor], T]) -> T:

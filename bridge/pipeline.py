@@ -22,7 +22,6 @@ state is ``sending`` while the POST is in flight; a later try first looks for th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import db, metrics
 from .config import Settings
+from .digests import sha256_hex
 from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderNotFoundError,
                      StoreAuthError, StoreError, UPayError, UPayRateLimitError)
 from .group_commit import GroupCommit
@@ -148,7 +148,7 @@ class Pipeline:
                        next_attempt_at=now, created_at=now, updated_at=now),
             delivery=dict(store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                           external_order_id=order.external_id[:100],
-                          body_sha256=_sha256(body), received_at=now),
+                          body_sha256=sha256_hex(body), received_at=now),
             events=events, reason=reason)
 
     def accept_batch(self, batch: Sequence[_Intake]) -> list[Accepted]:
@@ -189,7 +189,7 @@ class Pipeline:
         with self.engine.begin() as conn:
             conn.execute(_INSERT_DELIVERY, dict(
                 store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
-                outcome="ignored", body_sha256=_sha256(body), received_at=self.clock()))
+                outcome="ignored", body_sha256=sha256_hex(body), received_at=self.clock()))
         metrics.of(self).deliveries.labels(record.kind, "ignored").inc()
 
     # -- the job -------------------------------------------------------------------------------
@@ -571,10 +571,6 @@ _LAST_ATTEMPT = (sa.select(db.attempts).where(_a.order_id == sa.bindparam("b_pk"
 _UPDATE_ATTEMPT = db.attempts.update().where(_a.id == sa.bindparam("b_id"))
 _INSERT_ATTEMPT = db.attempts.insert().returning(db.attempts)
 _INSERT_DELIVERY = db.deliveries.insert()
-
-
-def _sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
 
 
 def order_events(engine: Engine, pk: int) -> list[dict[str, Any]]:

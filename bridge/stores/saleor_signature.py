@@ -26,6 +26,7 @@ import jwt
 from jwt import PyJWK, PyJWKSet
 from jwt.api_jws import PyJWS
 
+from bridge.digests import hmac_sha256
 from bridge.errors import SignatureError
 
 ALGORITHM = "RS256"
@@ -129,7 +130,7 @@ def thumbprint(jwk: Mapping | str) -> str:
 def _verify_hmac(body: bytes, signature: str, secret: str | None) -> None:
     if secret is None or not _HEX.fullmatch(signature):
         raise SignatureError(MALFORMED)
-    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    expected = hmac_sha256(secret.encode("utf-8"), body).hex()
     if not hmac.compare_digest(expected.encode("ascii"), signature.lower().encode("ascii")):
         raise SignatureError(MISMATCH)
 

@@ -7,7 +7,6 @@ so every call goes through ``_call``, which checks the status and maps WooCommer
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import html
 import json
@@ -20,6 +19,7 @@ import requests
 import simplejson
 from woocommerce import API
 
+from ..digests import hmac_sha256
 from ..transport import SessionCache
 
 from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
@@ -45,7 +45,7 @@ def webhook_signature(body: bytes, secret: str) -> str:
     signing (woocommerce.md §1.3), so an entity typed into the admin form signs as its character.
     """
     key = html.unescape(secret) if "&" in secret else secret
-    digest = hmac.new(key.encode("utf-8"), body, hashlib.sha256).digest()
+    digest = hmac_sha256(key.encode("utf-8"), body)
     return base64.b64encode(digest).decode("ascii")
 
 
