@@ -68,9 +68,11 @@ def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection,
     from bridge.config import load_settings
     from bridge.crypto import generate_key
     from bridge.fakes.lazy import AppSlot
+    from bridge.logging_setup import hold_back_repeats
     from bridge.registry import StoreSettings
     from bridge.runtime import bootstrap
 
+    hold_back_repeats("waitress.queue")  # as ``upay-bridge serve`` does
     slot = AppSlot()
     server = create_server(slot, host="127.0.0.1", port=0, threads=8)
     threading.Thread(target=server.run, daemon=True, name="waitress").start()

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""How close any webhook intake can get to the bare endpoint here: the same load as
+``webhook_accept.py`` against four apps, each served the same way, in one run.
+
+* ``bare``: reads the body, answers 200 (the issue's baseline);
+* ``verify``: the bridge's store lookup and WooCommerce signature check, then 200; nothing is
+  recorded, so a delivery would be lost with the process;
+* ``inbox``: ``verify``, then the least a durable intake can write: the raw body, one row per
+  delivery in a table without indexes, written by the bridge's group commit as one INSERT per
+  batch and one COMMIT (SQLite, WAL, ``synchronous=NORMAL``, as the bridge's database); no job
+  is queued and nothing is decoded;
+* ``bridge``: the bridge itself (what ``webhook_accept.py`` measures).
+
+Each is reported as requests/s and as a ratio to ``bare``. The point is the ``inbox`` line: it is
+an upper bound for any design that is on disk before it answers 200 on this stack (waitress,
+CPython threads, SQLite), whatever it leaves for later.
+
+Run: ``.venv/bin/python bench/intake_ceiling.py`` (about 1 minute; ``--duration 3`` quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+sys.path.insert(0, str(ROOT))
+
+import webhook_accept as wa  # noqa: E402
+
+VARIANTS = ("bare", "verify", "inbox", "bridge")
+
+
+def _checking_app(data_dir: Path, inbox: bool) -> tuple[Any, str]:
+    """A Flask app with the bridge's lookup and signature check, and optionally the inbox."""
+    import flask
+
+    from bridge.config import load_settings
+    from bridge.crypto import generate_key
+    from bridge.group_commit import GroupCommit
+    from bridge.registry import StoreSettings
+    from bridge.runtime import bootstrap
+    from bridge.stores import adapter_for
+
+    settings = load_settings({}, data_dir=data_dir).with_overrides(
+        database_url=f"sqlite:///{data_dir / 'bridge.db'}",
+        queue_url=f"sqlite:///{data_dir / 'queue.db'}", secret_keys=(generate_key(),))
+    rt = bootstrap(settings)
+    record = rt.registry.add(
+        "woocommerce", "http://127.0.0.1:9",
+        {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
+         "webhook_secret": wa.WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
+        name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+
+    conn = sqlite3.connect(data_dir / "inbox.db", isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, store_id TEXT, delivery_id TEXT,"
+                 " body TEXT, received_at REAL)")
+
+    def write(batch: Sequence[tuple[str, str, bytes]]) -> list[None]:
+        values = ", ".join(["(?, ?, ?, ?)"] * len(batch))
+        now = time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"INSERT INTO inbox (store_id, delivery_id, body, received_at) "
+                         f"VALUES {values}",
+                         [v for store_id, delivery_id, body in batch
+                          for v in (store_id, delivery_id, body.decode("utf-8"), now)])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [None] * len(batch)
+
+    group: GroupCommit[tuple[str, str, bytes], None] = GroupCommit(write)
+    app = flask.Flask("checking")
+
+    @app.post("/webhooks/woocommerce/<store_id>")
+    def receive(store_id: str) -> Any:
+        found = rt.registry.find(store_id[:32])
+        if found is None:
+            return flask.jsonify({"error": "unknown_store"}), 404
+        body = flask.request.get_data()
+        adapter_for(found).verify_webhook(flask.request.headers, body)
+        if inbox:
+            group.submit((found.id, flask.request.headers.get("X-WC-Webhook-Delivery-ID", ""),
+                          body))
+        return flask.jsonify({"ok": True}), 200
+
+    return app, f"/webhooks/woocommerce/{record.id}"
+
+
+def serve(kind: str, threads: int, data_dir: Path) -> None:
+    if kind == "bare":
+        wa.serve_bare(threads)
+    elif kind == "bridge":
+        wa.serve_bridge(threads, data_dir)
+    else:
+        app, path = _checking_app(data_dir, inbox=kind == "inbox")
+        wa.run_server(app, threads, path)
+
+
+def start_child(kind: str, threads: int, data_dir: Path, log: Path) -> wa.Child:
+    cmd = [sys.executable, __file__, "--serve", kind, "--threads", str(threads),
+           "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"{kind} server did not start; see {log}")
+    info = json.loads(line)
+    return wa.Child(proc, int(info["port"]), str(info["path"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads (every app)")
+    parser.add_argument("--concurrency", type=int, default=16, help="client threads")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per app")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unreported warm-up")
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.threads, args.data_dir)
+        return
+
+    template = wa.body_template()
+    print(f"body: {len(template)} bytes; waitress threads={args.threads}; "
+          f"{args.concurrency} clients x {args.duration:.0f}s per app")
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmpname:
+        tmp = Path(tmpname)
+        for kind in VARIANTS:
+            data_dir = tmp / kind
+            data_dir.mkdir()
+            child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log")
+            try:
+                load = wa.Load(template, first_id=1000)
+                wa.closed_loop(child, load, args.concurrency, args.warmup)
+                result = wa.closed_loop(child, load, args.concurrency, args.duration)
+            finally:
+                child.stop()
+            rates[kind] = result.ok / result.elapsed
+            print(f"{kind:>7}: {rates[kind]:8.1f} req/s  ratio to bare "
+                  f"{rates[kind] / rates['bare']:.2f}  (errors {result.errors})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
