@@ -21,9 +21,7 @@ Run: ``.venv/bin/python bench/intake_ceiling.py`` (about 1 minute; ``--duration 
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,6 @@ def _checking_app(data_dir: Path, inbox: bool) -> tuple[Any, str]:
     from bridge.config import load_settings
     from bridge.crypto import generate_key
     from bridge.group_commit import GroupCommit
-    from bridge.registry import StoreSettings
     from bridge.runtime import bootstrap
     from bridge.stores import adapter_for
 
@@ -54,11 +51,7 @@ def _checking_app(data_dir: Path, inbox: bool) -> tuple[Any, str]:
         database_url=f"sqlite:///{data_dir / 'bridge.db'}",
         queue_url=f"sqlite:///{data_dir / 'queue.db'}", secret_keys=(generate_key(),))
     rt = bootstrap(settings)
-    record = rt.registry.add(
-        "woocommerce", "http://127.0.0.1:9",
-        {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
-         "webhook_secret": wa.WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
-        name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+    record = wa.add_bench_store(rt)
 
     conn = sqlite3.connect(data_dir / "inbox.db", isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -109,18 +102,6 @@ def serve(kind: str, threads: int, data_dir: Path) -> None:
         wa.run_server(app, threads, path)
 
 
-def start_child(kind: str, threads: int, data_dir: Path, log: Path) -> wa.Child:
-    cmd = [sys.executable, __file__, "--serve", kind, "--threads", str(threads),
-           "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line:
-        raise SystemExit(f"{kind} server did not start; see {log}")
-    info = json.loads(line)
-    return wa.Child(proc, int(info["port"]), str(info["path"]))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=8, help="waitress threads (every app)")
@@ -143,7 +124,7 @@ def main() -> None:
         for kind in VARIANTS:
             data_dir = tmp / kind
             data_dir.mkdir()
-            child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log")
+            child = wa.start_child(kind, args.threads, data_dir, tmp / f"{kind}.log", __file__)
             try:
                 load = wa.Load(template, first_id=1000)
                 wa.closed_loop(child, load, args.concurrency, args.warmup)

@@ -44,7 +44,6 @@ def main() -> None:
     from bridge.app import create_app
     from bridge.config import load_settings
     from bridge.crypto import generate_key
-    from bridge.registry import StoreSettings
     from bridge.runtime import bootstrap
     from bridge.stores import adapter_for
 
@@ -55,11 +54,7 @@ def main() -> None:
             database_url=f"sqlite:///{data / 'bridge.db'}", queue_url=f"sqlite:///{data / 'q.db'}",
             secret_keys=(generate_key(),))
         rt = bootstrap(settings)
-        record = rt.registry.add(
-            "woocommerce", "http://127.0.0.1:9",
-            {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
-             "webhook_secret": wa.WEBHOOK_SECRET, "upay_api_key": "k"},
-            name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+        record = wa.add_bench_store(rt)
         load = wa.Load(wa.body_template(), 1000)
         requests = [load.request() for _ in range(3 * n)]
         store = adapter_for(record)

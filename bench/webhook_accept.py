@@ -54,7 +54,6 @@ def serve_bridge(threads: int, data_dir: Path) -> None:
     from bridge.app import create_app
     from bridge.config import load_settings
     from bridge.crypto import generate_key
-    from bridge.registry import StoreSettings
     from bridge.runtime import bootstrap
 
     settings = load_settings({}, data_dir=data_dir).with_overrides(
@@ -64,12 +63,19 @@ def serve_bridge(threads: int, data_dir: Path) -> None:
         # Nothing is called during intake; point UPay at a closed loopback port anyway.
         upay_sandbox_url="http://127.0.0.1:9/api/v1/", upay_production_url="http://127.0.0.1:9/api/v1/")
     rt = bootstrap(settings)
-    record = rt.registry.add(
+    record = add_bench_store(rt)
+    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
+
+
+def add_bench_store(rt: Any) -> Any:
+    """The WooCommerce store every intake benchmark posts to, signed with WEBHOOK_SECRET."""
+    from bridge.registry import StoreSettings
+
+    return rt.registry.add(
         "woocommerce", "http://127.0.0.1:9",
         {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
          "webhook_secret": WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
         name="Bench shop", upay_sandbox=True, settings=StoreSettings())
-    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
 
 
 def serve_bare(threads: int) -> None:
@@ -114,8 +120,10 @@ class Child:
             self.proc.wait()
 
 
-def start_child(kind: str, threads: int, data_dir: Path, log: Path) -> Child:
-    cmd = [sys.executable, __file__, "--serve", kind, "--threads", str(threads),
+def start_child(kind: str, threads: int, data_dir: Path, log: Path,
+                script: str = __file__) -> Child:
+    """``script --serve kind`` in a subprocess; it prints the port and path it serves."""
+    cmd = [sys.executable, script, "--serve", kind, "--threads", str(threads),
            "--data-dir", str(data_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     assert proc.stdout is not None
