@@ -5,7 +5,7 @@ other threads can run meanwhile. For a webhook body (3 kB for a typical WooComme
 costs far more than it saves: hashing takes about 4 µs, but under a burst the request thread then
 waits for the GIL behind the other request threads, and each such hand-over costs context
 switches in the whole process. Measured with ``bench/webhook_accept.py`` (8 server threads, 16
-clients), the one HMAC of a delivery made in one call cost about 40 µs of the server's CPU per
+clients), the one HMAC of a delivery made in one call cost about 30 µs of the server's CPU per
 request more than the same HMAC fed in pieces below the threshold.
 """
 
