@@ -41,17 +41,10 @@ def _checking_app(data_dir: Path, inbox: bool) -> tuple[Any, str]:
     """A Flask app with the bridge's lookup and signature check, and optionally the inbox."""
     import flask
 
-    from bridge.config import load_settings
-    from bridge.crypto import generate_key
     from bridge.group_commit import GroupCommit
-    from bridge.runtime import bootstrap
     from bridge.stores import adapter_for
 
-    settings = load_settings({}, data_dir=data_dir).with_overrides(
-        database_url=f"sqlite:///{data_dir / 'bridge.db'}",
-        queue_url=f"sqlite:///{data_dir / 'queue.db'}", secret_keys=(generate_key(),))
-    rt = bootstrap(settings)
-    record = wa.add_bench_store(rt)
+    rt, record = wa.bench_runtime(data_dir)
 
     conn = sqlite3.connect(data_dir / "inbox.db", isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")

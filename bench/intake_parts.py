@@ -42,19 +42,11 @@ def main() -> None:
     import flask
 
     from bridge.app import create_app
-    from bridge.config import load_settings
-    from bridge.crypto import generate_key
-    from bridge.runtime import bootstrap
     from bridge.stores import adapter_for
 
     n = args.n
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
-        data = Path(tmp)
-        settings = load_settings({}, data_dir=data).with_overrides(
-            database_url=f"sqlite:///{data / 'bridge.db'}", queue_url=f"sqlite:///{data / 'q.db'}",
-            secret_keys=(generate_key(),))
-        rt = bootstrap(settings)
-        record = wa.add_bench_store(rt)
+        rt, record = wa.bench_runtime(Path(tmp))
         load = wa.Load(wa.body_template(), 1000)
         requests = [load.request() for _ in range(3 * n)]
         store = adapter_for(record)

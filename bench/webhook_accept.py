@@ -52,8 +52,17 @@ SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced p
 def serve_bridge(threads: int, data_dir: Path) -> None:
     """Child process: the bridge (embedded SQLite layout), web only, no worker."""
     from bridge.app import create_app
+
+    rt, record = bench_runtime(data_dir)
+    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
+
+
+def bench_runtime(data_dir: Path) -> tuple[Any, Any]:
+    """The bridge's runtime on SQLite files in ``data_dir`` (embedded layout, no worker) and
+    the WooCommerce store every intake benchmark posts to, signed with WEBHOOK_SECRET."""
     from bridge.config import load_settings
     from bridge.crypto import generate_key
+    from bridge.registry import StoreSettings
     from bridge.runtime import bootstrap
 
     settings = load_settings({}, data_dir=data_dir).with_overrides(
@@ -63,19 +72,12 @@ def serve_bridge(threads: int, data_dir: Path) -> None:
         # Nothing is called during intake; point UPay at a closed loopback port anyway.
         upay_sandbox_url="http://127.0.0.1:9/api/v1/", upay_production_url="http://127.0.0.1:9/api/v1/")
     rt = bootstrap(settings)
-    record = add_bench_store(rt)
-    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
-
-
-def add_bench_store(rt: Any) -> Any:
-    """The WooCommerce store every intake benchmark posts to, signed with WEBHOOK_SECRET."""
-    from bridge.registry import StoreSettings
-
-    return rt.registry.add(
+    record = rt.registry.add(
         "woocommerce", "http://127.0.0.1:9",
         {"consumer_key": "ck_" + "1" * 40, "consumer_secret": "cs_" + "2" * 40,
          "webhook_secret": WEBHOOK_SECRET, "upay_api_key": "upay-bench-key"},
         name="Bench shop", upay_sandbox=True, settings=StoreSettings())
+    return rt, record
 
 
 def serve_bare(threads: int) -> None:
