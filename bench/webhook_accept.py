@@ -57,9 +57,10 @@ def serve_bridge(threads: int, data_dir: Path) -> None:
     run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
 
 
-def bench_runtime(data_dir: Path) -> tuple[Any, Any]:
-    """The bridge's runtime on SQLite files in ``data_dir`` (embedded layout, no worker) and
-    the WooCommerce store every intake benchmark posts to, signed with WEBHOOK_SECRET."""
+def bench_runtime(data_dir: Path, **overrides: Any) -> tuple[Any, Any]:
+    """The bridge's runtime on SQLite files in ``data_dir`` (embedded layout, no worker; or
+    what ``overrides`` say, such as another database) and the WooCommerce store every intake
+    benchmark posts to, signed with WEBHOOK_SECRET."""
     from bridge.config import load_settings
     from bridge.crypto import generate_key
     from bridge.registry import StoreSettings
@@ -70,7 +71,8 @@ def bench_runtime(data_dir: Path) -> tuple[Any, Any]:
         queue_url=f"sqlite:///{data_dir / 'queue.db'}",
         secret_keys=(generate_key(),),
         # Nothing is called during intake; point UPay at a closed loopback port anyway.
-        upay_sandbox_url="http://127.0.0.1:9/api/v1/", upay_production_url="http://127.0.0.1:9/api/v1/")
+        upay_sandbox_url="http://127.0.0.1:9/api/v1/", upay_production_url="http://127.0.0.1:9/api/v1/"
+    ).with_overrides(**overrides)
     rt = bootstrap(settings)
     record = rt.registry.add(
         "woocommerce", "http://127.0.0.1:9",

@@ -94,6 +94,7 @@ orders = sa.Table(
 )
 sa.Index("ix_orders_work", orders.c.state, orders.c.next_attempt_at)
 sa.Index("ix_orders_payment", orders.c.payment_state, orders.c.next_check_at)
+sa.Index("ix_orders_note", orders.c.note_state, orders.c.next_attempt_at)
 
 attempts = sa.Table(
     "attempts", metadata,
@@ -149,6 +150,7 @@ store_actions = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 sa.Index("ix_store_actions_order", store_actions.c.order_id, store_actions.c.state)
+sa.Index("ix_store_actions_open", store_actions.c.state, store_actions.c.order_id)
 
 store_health = sa.Table(
     "store_health", metadata,
