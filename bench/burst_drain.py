@@ -104,13 +104,18 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="PostgreSQL (the scaled layout makes a database there, then drops it)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--keep-alive", action="store_true",
+                        help="serve the fakes on waitress, which keeps connections alive as a "
+                             "real store and UPay do (default: their own server, which closes "
+                             "each connection after one answer)")
     args = parser.parse_args()
 
 
 
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    fakes = ctx.Process(target=fakes_main, args=(theirs, args.upay_latency, args.store_latency),
+    fakes = ctx.Process(target=fakes_main, args=(theirs, args.upay_latency, args.store_latency,
+                                                    2 * args.workers if args.keep_alive else 0),
                         daemon=True)
     fakes.start()
     info: dict[str, Any] = ours.recv()

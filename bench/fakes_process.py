@@ -14,16 +14,47 @@ UPAY_KEY = "upay-key-bench-9f2c81d7e4"
 WEBHOOK_SECRET = "whsec-bench-4b1d7e29c0aa57f3"
 
 
-def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float = 0.0) -> None:
-    """Child process: serve fake UPay and fake WooCommerce; create and deliver orders on request."""
+class _KeptAlive:
+    """A fake's WSGI app on waitress, which keeps connections open between requests as a real
+    store and UPay do (the fakes' own server, werkzeug's, closes after every answer)."""
+
+    def __init__(self, app: Any, threads: int) -> None:
+        import threading
+
+        from waitress.server import create_server
+
+        # One thread per concurrent caller: the fakes sleep their latency inside the request.
+        self._server = create_server(app, host="127.0.0.1", port=0, threads=threads,
+                                     connection_limit=4 * threads, channel_timeout=120)
+        self.url = f"http://127.0.0.1:{self._server.effective_port}"
+        threading.Thread(target=self._server.run, daemon=True, name="fake-waitress").start()
+
+    def shutdown(self) -> None:
+        self._server.close()
+
+
+def fakes_main(pipe: Connection, upay_latency: float = 0.0, store_latency: float = 0.0,
+               keep_alive: int = 0) -> None:
+    """Child process: serve fake UPay and fake WooCommerce; create and deliver orders on request.
+    ``keep_alive``: serve them on waitress with that many threads each (0: the fakes' own
+    server, one connection per request)."""
+    import logging
+
     from bridge.fakes.upay import FakeUPay
     from bridge.fakes.woocommerce import FakeWooCommerce
 
     upay = FakeUPay(valid_keys=(UPAY_KEY,), latency=upay_latency)
-    upay_served = upay.serve()
     wc = FakeWooCommerce(decimals=3, currency="KWD")
     wc.delivery_timeout = 60
-    wc_served = wc.serve()
+    upay_served: Any
+    wc_served: Any
+    if keep_alive:
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        upay_served, wc_served = _KeptAlive(upay.app, keep_alive), _KeptAlive(wc.app, keep_alive)
+        upay.url = upay_served.url
+        wc.set_base_url(wc_served.url)
+    else:
+        upay_served, wc_served = upay.serve(), wc.serve()
     wc.add_product(11, "Arabic coffee beans 500 g", "4.750", sku="COF-500")
     wc.add_product(12, "Dallah coffee pot", "12.500", sku="DAL-1")
     ck, cs = wc.add_api_key("read_write")
