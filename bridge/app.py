@@ -40,14 +40,36 @@ _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", 
 
 class _SessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, without building the signer for requests that carry no
-    session cookie: store webhooks and UPay's callbacks never do, and they are most requests."""
+    session cookie: store webhooks and UPay's callbacks never do, and they are most requests.
+
+    A session opened by Saleor's Dashboard lives in a cross-site iframe, where browsers neither
+    keep nor send a ``SameSite=Lax`` cookie, and where Chromium blocks third-party cookies
+    altogether: its cookie is ``SameSite=None; Secure; Partitioned`` (CHIPS), kept in a jar of
+    the Dashboard's site only. Its forms carry the session's CSRF token, as every form does."""
 
     def open_session(self, app: Flask, request: Any) -> SecureCookieSession | None:
         # The Cookie header is only parsed when there is one.
         if "HTTP_COOKIE" not in request.environ or \
                 self.get_cookie_name(app) not in request.cookies:
             return self.session_class()
-        return super().open_session(app, request)
+        opened = super().open_session(app, request)
+        if opened is not None and opened.get("saleor_stores"):
+            g.saleor_cookie = True  # kept when the session is cleared, to delete that cookie
+        return opened
+
+    @staticmethod
+    def _in_saleor_frame() -> bool:
+        return bool(g.get("saleor_cookie") or session.get("saleor_stores"))
+
+    def get_cookie_samesite(self, app: Flask) -> str | None:
+        return "None" if self._in_saleor_frame() else super().get_cookie_samesite(app)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        # Required with SameSite=None; browsers accept it over http on loopback (development).
+        return True if self._in_saleor_frame() else super().get_cookie_secure(app)
+
+    def get_cookie_partitioned(self, app: Flask) -> bool:
+        return True if self._in_saleor_frame() else super().get_cookie_partitioned(app)
 
 
 def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -103,6 +125,8 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
 
+    public_https = runtime.settings.public_url.startswith("https://")
+
     @app.after_request
     def _security_headers(resp: Any) -> Any:
         # Saleor's Dashboard shows the app's pages in an iframe; everything else refuses framing.
@@ -114,7 +138,10 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
         if "request_id" in g:
             resp.headers["X-Request-ID"] = g.request_id
         if resp.mimetype == "text/html" and "content-security-policy" not in present:
-            frame_ancestors = "https:" if in_saleor else "'none'"
+            # The Dashboard is served over https; a bridge on plain http is a developer's
+            # machine, whose Dashboard may be too.
+            frame_ancestors = ("'none'" if not in_saleor else "https:" if public_https
+                               else "https: http:")
             resp.headers.add(
                 "Content-Security-Policy",
                 "default-src 'self'; style-src 'self' 'unsafe-inline'; "

@@ -14,6 +14,7 @@ from bridge.app import create_app
 from bridge.config import load_settings
 from bridge.crypto import generate_key
 from bridge.fakes.lazy import AppSlot
+from bridge.fakes.saleor import FakeSaleor
 from bridge.fakes.server import ServedApp, serve_wsgi
 from bridge.fakes.upay import FakeUPay
 from bridge.fakes.woocommerce import FakeWooCommerce
@@ -291,3 +292,22 @@ def scaled_env(tmp_path, fake_upay):
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def saleor() -> Iterator[FakeSaleor]:
+    fake = FakeSaleor(currency="KWD")
+    served = fake.serve()
+    yield fake
+    served.shutdown()
+
+
+@pytest.fixture
+def installed(bridge: Bridge, saleor: FakeSaleor) -> StoreRecord:
+    """The bridge installed as an App on the fake Saleor, with a UPay key set."""
+    result = saleor.install(f"{bridge.url}/saleor/manifest")
+    assert result.ok, result.message
+    record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
+    assert record is not None and record.secrets["app_token"] == result.token
+    bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
+    return bridge.runtime.registry.get(record.id)

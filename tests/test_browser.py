@@ -135,6 +135,28 @@ def test_failed_sign_in_is_refused_and_throttled(bridge_factory, page):
     assert "Too many attempts" in page.content()
 
 
+def test_saleor_dashboard_opens_the_settings_in_its_iframe(bridge, installed, saleor, page):
+    # The Dashboard is another site than the app (localhost vs 127.0.0.1 here), as in real life:
+    # a cookie the app sets inside the iframe is a third-party cookie there.
+    assert "127.0.0.1" in bridge.url and "127.0.0.1" in saleor.api_url
+    dashboard = saleor.api_url.replace("127.0.0.1", "localhost").replace(
+        "/graphql/", f"/dashboard/apps/{installed.secrets['app_id']}/app/")
+    page.goto(dashboard)
+    frame = page.frame_locator("#app")
+    frame.locator("#notification_type").wait_for()  # the handshake signed it in
+    app_frame = page.frames[1]
+    assert app_frame.url == f"{bridge.url}/app/stores/{installed.id}"
+    assert saleor.api_url in frame.locator("body").inner_text()
+    cookie = next(c for c in page.context.cookies() if c["name"] == "upay_bridge_session")
+    assert cookie["sameSite"] == "None" and cookie["secure"] and cookie["partitionKey"]
+    # a form in the iframe: the session cookie comes back with it, and its CSRF token is checked
+    frame.locator("#notification_type").select_option("email")
+    frame.locator("#save").click()
+    frame.locator(".flash.ok").wait_for()
+    assert bridge.runtime.registry.get(installed.id).settings.notification_type.value == "email"
+    shot(page, "saleor-dashboard")
+
+
 def _webhooks(fake_wc):
     hooks = fake_wc.webhooks
     values = hooks.values() if isinstance(hooks, dict) else hooks

@@ -45,7 +45,7 @@ def test_session_cookie_and_security_headers(bridge):
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Frame-Options"] == "DENY"
     cookie = page.headers.get("Set-Cookie", "")
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Partitioned" not in cookie
 
 
 def test_a_merchant_sees_only_their_own_stores(bridge, two_merchants):

@@ -4,6 +4,7 @@ payment, CHARGE_SUCCESS; against the fake Saleor and the fake UPay over real HTT
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -13,24 +14,6 @@ from bridge.fakes.saleor import FakeSaleor
 from bridge.manifest import manifest
 
 from .conftest import UPAY_KEY, wait_for
-
-
-@pytest.fixture
-def saleor():
-    fake = FakeSaleor(currency="KWD")
-    served = fake.serve()
-    yield fake
-    served.shutdown()
-
-
-@pytest.fixture
-def installed(bridge, saleor):
-    result = saleor.install(f"{bridge.url}/saleor/manifest")
-    assert result.ok, result.message
-    record = bridge.runtime.registry.find_by_url("saleor", saleor.api_url)
-    assert record is not None and record.secrets["app_token"] == result.token
-    bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
-    return bridge.runtime.registry.get(record.id)
 
 
 def place(saleor, **kwargs):
@@ -160,13 +143,26 @@ def test_configuration_page_opens_with_the_dashboard_token(installed, bridge, sa
     assert "frame-ancestors https:" in page.headers["Content-Security-Policy"]  # the Dashboard iframe
     assert "X-Frame-Options" not in page.headers
 
-    s = requests.Session()
-    resp = s.post(f"{bridge.url}/saleor/app/session", timeout=5,
-                  json={"token": saleor.dashboard_token(app_id), "saleorApiUrl": saleor.api_url})
+    resp = requests.post(f"{bridge.url}/saleor/app/session", timeout=5,
+                         json={"token": saleor.dashboard_token(app_id), "saleorApiUrl": saleor.api_url})
     assert resp.status_code == 200, resp.text
+    # The Dashboard's iframe is cross-site: only a partitioned SameSite=None cookie survives there
+    # (test_browser.py shows it in Chromium).
+    attributes = {a.strip().split("=")[0].lower() for a in resp.headers["Set-Cookie"].split(";")}
+    assert {"samesite", "secure", "partitioned", "httponly"} <= attributes
+    assert "SameSite=None" in resp.headers["Set-Cookie"]
+    # A browser sends a Secure cookie to loopback over http; requests' jar does not, so by hand.
+    s = requests.Session()
+    s.headers["Cookie"] = resp.headers["Set-Cookie"].split(";")[0]
     settings = s.get(bridge.url + resp.json()["redirect"], timeout=5)
     assert settings.status_code == 200 and saleor.api_url in settings.text
     assert s.get(f"{bridge.url}/app/", timeout=5).status_code == 200  # lists this store only
+    # Signing out deletes that same cookie: the deletion names the partition too.
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', settings.text).group(1)
+    out = s.post(f"{bridge.url}/app/logout", data={"csrf_token": csrf}, allow_redirects=False,
+                 timeout=5)
+    assert out.status_code == 303
+    assert "Partitioned" in out.headers["Set-Cookie"] and "1970" in out.headers["Set-Cookie"]
 
 
 def test_configuration_page_refuses_other_tokens(installed, bridge, saleor):

@@ -51,7 +51,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit
+from html import escape as html_escape
+from urllib.parse import urlencode, urlsplit
 
 import flask
 import requests
@@ -204,6 +205,17 @@ _NGINX_502 = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r
 _NGINX_504 = ("<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>"
               "504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n"
               "</html>\r\n")
+# The Dashboard's page for one app: the app's iframe, and the AppBridge handshake once it loads.
+_DASHBOARD_APP_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Dashboard</title>
+</head><body><h1>Saleor Dashboard</h1>
+<iframe id="app" src="{src}" style="width: 1100px; height: 800px"></iframe>
+<script>
+var frame = document.getElementById("app");
+frame.addEventListener("load", function () {
+  frame.contentWindow.postMessage({type: "handshake", payload: {token: {token}, version: 1}}, "*");
+});
+</script></body></html>"""
+
 _PLAYGROUND_HTML = ("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=utf-8/>\n"
                     "<title>Saleor GraphQL Playground</title>\n</head>\n<body>\n<div id=\"root\">"
                     "</div>\n</body>\n</html>\n")
@@ -2110,6 +2122,20 @@ class FakeSaleor:
             if fault is not None and fault.kind == "timeout_after":
                 time.sleep(float(fault.params.get("seconds", 30)))
             return _json(body, status)
+
+        @app.get("/dashboard/apps/<app_id>/app/")
+        def dashboard_app(app_id: str) -> Response:
+            # The Dashboard shows an app's page in an iframe (its appUrl with these query
+            # parameters) and hands it a token by postMessage, type "handshake" (AppBridge).
+            found = self.apps.get(app_id)
+            if found is None or not found.app_url:
+                return Response("No such app", 404)
+            src = found.app_url + "?" + urlencode(
+                {"domain": urlsplit(self.api_url).netloc, "id": app_id,
+                 "locale": "en", "saleorApiUrl": self.api_url, "theme": "light"})
+            html = _DASHBOARD_APP_HTML.replace("{src}", html_escape(src)).replace(
+                "{token}", json.dumps(self.dashboard_token(app_id)))
+            return Response(html, 200, content_type="text/html; charset=utf-8")
 
         @app.route("/graphql", methods=["GET", "POST"])
         def graphql_no_slash() -> Response:
