@@ -50,8 +50,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Iterable
 from html import escape as html_escape
+from typing import Any, Callable, Iterable
 from urllib.parse import urlencode, urlsplit
 
 import flask
