@@ -528,12 +528,19 @@ class Pipeline:
         return row
 
 
+# What "needs work" means, in three parts: a working state; or, unless parked, an open note or
+# an open store action. A claim tests them together on one row (``_needs_work``); the sweep
+# looks each up on its own index (``_SWEEP``).
+_WORKING = db.orders.c.state.in_(WORK_STATES)
+_NOT_PARKED = db.orders.c.state != "parked"
+_NOTE_IS_OPEN = db.orders.c.note_state.in_(NOTE_OPEN)
+_ACTION_IS_OPEN = db.store_actions.c.state.in_(NOTE_OPEN)
+
+
 def _needs_work() -> Any:
-    o = db.orders.c
-    a = db.store_actions.c
-    open_actions = sa.exists().where(a.order_id == o.id, a.state.in_(NOTE_OPEN))
-    return sa.and_(o.state != "parked",
-                   sa.or_(o.state.in_(WORK_STATES), o.note_state.in_(NOTE_OPEN), open_actions))
+    open_actions = sa.exists().where(db.store_actions.c.order_id == db.orders.c.id,
+                                     _ACTION_IS_OPEN)
+    return sa.and_(_NOT_PARKED, sa.or_(_WORKING, _NOTE_IS_OPEN, open_actions))
 
 
 def _event(conn: Connection, pk: int, at: float, kind: str, message: str) -> None:
@@ -549,7 +556,7 @@ _UPDATE_ORDER = db.orders.update().where(_o.id == sa.bindparam("b_pk")).returnin
 # The lease goes back only if it is still ours (after a long stall another worker may hold the
 # row now) and no store action waits: those run under this lease.
 _STILL_OURS = sa.and_(_o.lease_owner == sa.bindparam("b_owner"), ~sa.exists().where(
-    db.store_actions.c.order_id == _o.id, db.store_actions.c.state.in_(NOTE_OPEN)))
+    db.store_actions.c.order_id == _o.id, _ACTION_IS_OPEN))
 _UPDATE_AND_RELEASE = _UPDATE_ORDER.values(
     lease_owner=sa.case((_STILL_OURS, None), else_=_o.lease_owner),
     lease_expires=sa.case((_STILL_OURS, None), else_=_o.lease_expires))
@@ -563,13 +570,11 @@ _CLAIM = db.orders.update().where(
 _FREE_AND_DUE = sa.and_(_o.next_attempt_at <= sa.bindparam("b_due"), sa.or_(
     _o.lease_expires.is_(None), _o.lease_expires < sa.bindparam("b_now")))
 _SWEEP_PARTS = sa.union(
-    sa.select(_o.id, _o.next_attempt_at).where(_o.state.in_(WORK_STATES), _FREE_AND_DUE),
+    sa.select(_o.id, _o.next_attempt_at).where(_WORKING, _FREE_AND_DUE),
+    sa.select(_o.id, _o.next_attempt_at).where(_NOTE_IS_OPEN, _NOT_PARKED, _FREE_AND_DUE),
     sa.select(_o.id, _o.next_attempt_at).where(
-        _o.note_state.in_(NOTE_OPEN), _o.state != "parked", _FREE_AND_DUE),
-    sa.select(_o.id, _o.next_attempt_at).where(
-        _o.id.in_(sa.select(db.store_actions.c.order_id)
-                  .where(db.store_actions.c.state.in_(NOTE_OPEN))),
-        _o.state != "parked", _FREE_AND_DUE),
+        _o.id.in_(sa.select(db.store_actions.c.order_id).where(_ACTION_IS_OPEN)),
+        _NOT_PARKED, _FREE_AND_DUE),
 ).subquery()
 _SWEEP = sa.select(_SWEEP_PARTS.c.id).order_by(_SWEEP_PARTS.c.next_attempt_at).limit(1000)
 _RELEASE = db.orders.update().where(_o.id == sa.bindparam("b_pk"),
