@@ -8,7 +8,7 @@ the currency's own ISO 4217 exponent before it is compared or sent to UPay.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
 _THREE = ("KWD", "BHD", "OMR", "JOD", "IQD", "LYD", "TND")
 _ZERO = ("JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "XPF", "PYG", "RWF", "KMF",
@@ -73,6 +73,27 @@ def _decimal_from_text(text: str, original: object) -> Decimal:
         return Decimal(text)
     except InvalidOperation as exc:  # the regex should make this unreachable
         raise ValueError(f"not an amount: {original!r}") from exc
+
+
+# The digits an exact sum may need before the terms are refused as not amounts: a line's total
+# plus its tax with a PHP float's leftovers (1.7763568394002505e-15) needs about 35.
+_MAX_SUM_DIGITS = 1000
+
+
+def add_exact(*amounts: Decimal) -> Decimal:
+    """The exact sum. The default context keeps 28 digits, so "1.00049999999999999999999999999999"
+    plus "0" would be rounded here to 1.0005 and then again to the currency (1.001, not 1.000).
+    Raises ValueError when the terms are too far apart to add in a sane number of digits (the
+    JSON number 1e-99999999999 next to 1: a hundred billion digits)."""
+    terms = [a for a in amounts if a]  # a zero, whatever its exponent, adds nothing
+    if not terms:
+        return Decimal(0)
+    span = max(a.adjusted() for a in terms) - min(int(a.as_tuple().exponent) for a in terms) + 2
+    if span > _MAX_SUM_DIGITS:
+        raise ValueError("amounts too far apart in magnitude to add exactly")
+    with localcontext() as ctx:
+        ctx.prec = max(ctx.prec, span)
+        return sum(terms[1:], terms[0])
 
 
 def format_amount(amount: Decimal, currency: str) -> str:

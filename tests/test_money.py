@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bridge.money import (
     CURRENCY_EXPONENTS,
+    add_exact,
     amounts_equal,
     exponent,
     format_amount,
@@ -147,3 +148,23 @@ def test_quantize_is_idempotent_and_exact_in_places(value: Decimal, currency: st
     assert quantize(once, currency) == once
     assert once.as_tuple().exponent == -exponent(currency)
     assert abs(once - value) <= Decimal(1).scaleb(-exponent(currency)) / 2
+
+
+def test_add_exact_keeps_every_digit() -> None:
+    a = Decimal("1.00049999999999999999999999999999")
+    assert add_exact(a, Decimal("0")) == a
+    assert add_exact(Decimal("999999999999999.999"), Decimal("1.7763568394002505e-15")) == \
+        Decimal("999999999999999.9990000000000017763568394002505")
+    assert add_exact() == 0 and add_exact(Decimal("0E-99999999999"), Decimal("2.5")) == Decimal("2.5")
+
+
+def test_add_exact_refuses_terms_too_far_apart() -> None:
+    with pytest.raises(ValueError, match="too far apart"):
+        add_exact(Decimal(1), Decimal("1e-99999999999"))
+
+
+@given(st.lists(st.decimals(allow_nan=False, allow_infinity=False, places=30,
+                            min_value=-10 ** 14, max_value=10 ** 14), max_size=5))
+def test_add_exact_is_the_exact_sum(terms: list[Decimal]) -> None:
+    from fractions import Fraction
+    assert Fraction(add_exact(*terms)) == sum(map(Fraction, terms))

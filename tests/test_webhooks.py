@@ -128,9 +128,24 @@ def test_body_changed_after_signing_is_401(quiet_bridge, connect_store):
     assert_json_error(resp, 401, "bad_signature")
 
 
-def test_malformed_json_is_400(quiet_bridge, connect_store):
+@pytest.mark.parametrize("body", [
+    b'{"id": 12, "total": ',
+    # A number past what Decimal holds: decimal.InvalidOperation, not a ValueError.
+    b'{"id": 12, "status": "pending", "currency": "KWD", "total": 1e99999999999999999999999}',
+], ids=["truncated", "number-out-of-range"])
+def test_malformed_json_is_400(quiet_bridge, connect_store, body):
     record = connect_store(quiet_bridge, webhook=False)
-    assert_json_error(post(quiet_bridge, record, b'{"id": 12, "total": '), 400, "malformed_body")
+    assert_json_error(post(quiet_bridge, record, body), 400, "malformed_body")
+    assert_nothing_recorded(quiet_bridge)
+
+
+def test_absurd_quantity_in_exponent_form_is_422_at_once(quiet_bridge, connect_store):
+    # 1e100000000 decodes to a small Decimal; turning it into an int would take minutes.
+    record = connect_store(quiet_bridge, webhook=False)
+    payload = order_payload()
+    body = php_json(payload).replace(b'"quantity":2', b'"quantity":1e100000000', 1)
+    assert b"1e100000000" in body
+    assert_json_error(post(quiet_bridge, record, body), 422, "invalid_payload")
     assert_nothing_recorded(quiet_bridge)
 
 

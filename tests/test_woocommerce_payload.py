@@ -325,6 +325,19 @@ def test_line_amounts_include_line_tax() -> None:
                                                    LineKind.FEE]
 
 
+def test_line_total_and_tax_are_added_exactly() -> None:
+    # 28 digits of the default context would round the sum to 1.0005, then to 1.001 KWD.
+    order = order_from_woocommerce(_with(
+        total="5.000", line_items=[line(total="1.00049999999999999999999999999999",
+                                        total_tax="0")]))
+    assert order.lines[0].amount == Decimal("1.00049999999999999999999999999999")
+    assert quantize(order.lines[0].amount, "KWD") == Decimal("1.000")
+    # A PHP float's leftover in the tax is kept, not rounded into the total.
+    order = order_from_woocommerce(_with(
+        line_items=[line(total="9.9995", total_tax=1.7763568394002505e-15)]))
+    assert order.lines[0].amount == Decimal("9.9995000000000017763568394002505")
+
+
 def test_nulls_and_missing_optional_fields_are_tolerated() -> None:
     payload = _with(
         number=None, customer_id=None, billing={"first_name": None, "last_name": "Al-Sabah",
@@ -445,6 +458,11 @@ def _without(key: str) -> dict:
     (_with(line_items=[line(quantity=None)]), "'quantity'"),
     (_with(line_items=[line(quantity=True)]), "'quantity'"),
     (_with(line_items=[line(quantity=Decimal("1.5"))]), "'quantity'"),
+    (_with(line_items=[line(quantity=10 ** 9 + 1)]), "'quantity' must be an integer from 1 to"),
+    (_with(line_items=[line(quantity=Decimal("1e5000"))]), "'quantity'"),
+    (_with(line_items=[line(quantity=Decimal("1e100000000"))]), "'quantity'"),
+    (_with(line_items=[line(total="1", total_tax=Decimal("1e-99999999999"))]),
+     r"'total' plus 'total_tax': amounts too far apart"),
     (_with(line_items=[line(total=None)]), "'total'"),
     (_with(line_items=[line(total="free")]), "'total'"),
     (_with(line_items=[line(total_tax="n/a")]), "'total_tax'"),

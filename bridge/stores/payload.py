@@ -17,6 +17,10 @@ def decode_json(body: bytes | str) -> Any:
         value = simplejson.loads(body, use_decimal=True)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBodyError(f"body is not valid JSON: {exc}") from None
+    except ArithmeticError:
+        # A number whose exponent is past what Decimal holds (1e99999999999999999999) raises
+        # decimal.InvalidOperation, which is not a ValueError.
+        raise MalformedBodyError("body is not valid JSON: a number is out of range") from None
     except RecursionError:
         # The parser recurses per nesting level and stops at Python's recursion limit.
         raise MalformedBodyError("body is JSON nested too deeply") from None
@@ -26,15 +30,27 @@ def decode_json(body: bytes | str) -> Any:
     return value
 
 
+#: UPay takes a quantity as an integer; no real order line comes near this.
+MAX_QUANTITY = 10 ** 9
+
+
 def quantity(value: Any, where: str) -> int:
     # Decoded with Decimal numbers, a float 2.0 (PHP's json_encode, a Saleor Int) arrives as
-    # Decimal("2.0"): integral, so it is still a count.
+    # Decimal("2.0"): integral, so it is still a count. Its size is checked before int(): the
+    # JSON number 1e100000000 is a small Decimal but int() of it would run for minutes.
     original = value
-    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 10 and \
+            value == value.to_integral_value():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidPayloadError(f"{where}: 'quantity' must be an integer >= 1, got {original!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_QUANTITY:
+        raise InvalidPayloadError(f"{where}: 'quantity' must be an integer from 1 to "
+                                  f"{MAX_QUANTITY}, got {_short(original)}")
     return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def objects(container: dict, key: str, where: str) -> list[tuple[str, dict]]:

@@ -14,7 +14,7 @@ from typing import Any
 from bridge.errors import InvalidPayloadError
 from bridge.mapping import clean_name
 from bridge.models import Customer, LineKind, Order, OrderLine
-from bridge.money import parse_amount
+from bridge.money import add_exact, parse_amount
 from bridge.stores.payload import objects
 from bridge.stores.payload import quantity as parse_quantity
 
@@ -99,8 +99,12 @@ def _lines(payload: dict, key: str, where: str, kind: LineKind) -> list[OrderLin
     lines = []
     for here, item in objects(payload, key, where):
         # Line totals are after discounts and exclude tax, whatever prices_include_tax says.
-        amount = _money(item, "total", here) + _money(item, "total_tax", here,
-                                                      default=Decimal("0"))
+        total, tax = _money(item, "total", here), _money(item, "total_tax", here,
+                                                        default=Decimal("0"))
+        try:
+            amount = add_exact(total, tax)
+        except ValueError as exc:
+            raise InvalidPayloadError(f"{here}: 'total' plus 'total_tax': {exc}") from None
         if kind == LineKind.ITEM:
             name = _raw_name(item, "name")
             quantity, sku = parse_quantity(item.get("quantity"), here), _text(
