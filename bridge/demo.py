@@ -53,7 +53,8 @@ class _Harness:
             public_url=self.bridge_server.url,
             upay_sandbox_url=f"{self.upay_server.url}/api/v1/",
             upay_production_url=f"{self.upay_server.url}/api/v1/",
-            secret_keys=(generate_key(),))
+            secret_keys=(generate_key(),),
+            allow_private_store_urls=True)  # the demo's stores are on this machine
         self.runtime = bootstrap(settings)
         slot.app = create_app(self.runtime)
         self.consumer = self.runtime.jobs.consumer(4)

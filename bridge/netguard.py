@@ -32,8 +32,10 @@ def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]
 
 
 def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved
-                or ip.is_multicast or ip.is_unspecified)
+    # is_global also leaves out what is neither private nor public, such as the shared address
+    # space 100.64.0.0/10, where one cloud serves its instance metadata (100.100.100.200).
+    return ip.is_global and not (ip.is_private or ip.is_loopback or ip.is_link_local
+                                 or ip.is_reserved or ip.is_multicast or ip.is_unspecified)
 
 
 def check_store_url(url: str, *, allow_private: bool) -> None:

@@ -113,8 +113,13 @@ def new_store_id() -> str:
 
 
 def validate_store_url(url: str, kind: str = "woocommerce") -> str:
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url.strip())
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        raise ConfigError(f"store URL is not a valid URL: {url[:200]!r}") from None
+    if parts.scheme.lower() not in ("http", "https") or not hostname:
         raise ConfigError(f"store URL must be an http(s) URL, got {url!r}")
     if parts.query or parts.fragment:
         raise ConfigError("store URL must not have a query string or fragment")

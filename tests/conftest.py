@@ -188,6 +188,8 @@ def settings_factory(tmp_path: Path, fake_upay: FakeUPay) -> Callable[..., Any]:
             upay_read_timeout=2.0, store_read_timeout=2.0,
             retry_base_seconds=0.05, retry_max_seconds=0.2, lease_seconds=30.0,
             sweep_grace_seconds=0.0, max_retries=6,
+            # The fake stores listen on loopback; tests of the refusal turn this off.
+            allow_private_store_urls=True,
         )
         data_dir = overrides.pop("data_dir", base.pop("data_dir"))
         base.update(database_url=f"sqlite:///{data_dir / 'bridge.db'}",

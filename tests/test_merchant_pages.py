@@ -87,7 +87,9 @@ def test_install_callback_needs_the_one_time_token(bridge):
 
 def test_store_urls_on_private_networks_are_refused():
     for url in ("http://127.0.0.1:8080", "http://10.1.2.3", "http://169.254.169.254",
-                "http://[::1]/", "http://localhost"):
+                "http://[::1]/", "http://localhost", "http://[::ffff:127.0.0.1]/",
+                # Shared address space: a cloud's metadata service lives at 100.100.100.200.
+                "http://100.100.100.200/", "http://100.64.0.1"):
         with pytest.raises(ConfigError):
             check_store_url(url, allow_private=False)
     check_store_url("http://127.0.0.1:8080", allow_private=True)
@@ -96,12 +98,17 @@ def test_store_urls_on_private_networks_are_refused():
     assert not webhook_delivery_problem("https://8.8.8.8")
 
 
-def test_connect_form_refuses_a_private_store_url(bridge):
+def test_connect_form_refuses_a_private_store_url(bridge_factory):
+    bridge = bridge_factory(worker=False, allow_private_store_urls=False)
     bridge.runtime.accounts.create("a@example.com", PASSWORD)
     s, token = session_for(bridge, "a@example.com")
     resp = s.post(f"{bridge.url}/app/connect", data={"store_url": "http://127.0.0.1:9",
                                                      "csrf_token": token}, timeout=5)
     assert "loopback, private or link-local" in resp.text
+    # Not even a URL: explained on the page, not a 500.
+    resp = s.post(f"{bridge.url}/app/connect", data={"store_url": "http://[::1",
+                                                     "csrf_token": token}, timeout=5)
+    assert resp.status_code == 200 and "not a valid URL" in resp.text
 
 
 def test_send_the_link_again_and_disconnect(bridge, two_merchants, fake_wc):

@@ -133,6 +133,22 @@ def test_install_refusals_are_explained(bridge, saleor):
     resp = requests.post(f"{bridge.url}/saleor/register", json={"auth_token": "not-a-token"},
                          headers={"Saleor-Api-Url": saleor.api_url}, timeout=5)
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "UNKNOWN_APP_ID"
+    # What the server at Saleor-Api-Url answered is not echoed: the caller may not be Saleor.
+    assert resp.json()["error"]["message"] == "Could not confirm the app token with Saleor."
+    assert bridge.runtime.registry.list() == []
+
+
+def test_install_from_a_private_address_is_refused_before_any_request(bridge_factory, saleor):
+    # Anyone can post to /saleor/register: it must not make the bridge call into its network.
+    bridge = bridge_factory(worker=False, allow_private_store_urls=False)
+    seen = len(saleor.requests)
+    for api_url in (saleor.api_url, "http://169.254.169.254/latest/meta-data/",
+                    "http://[::1"):
+        resp = requests.post(f"{bridge.url}/saleor/register", json={"auth_token": "a-token"},
+                             headers={"Saleor-Api-Url": api_url}, timeout=5)
+        assert resp.status_code == 403, resp.text
+        assert resp.json()["error"]["code"] == "SALEOR_URL_PROHIBITED"
+    assert len(saleor.requests) == seen  # the fake Saleor was never called
     assert bridge.runtime.registry.list() == []
 
 

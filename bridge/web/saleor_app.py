@@ -18,9 +18,10 @@ import requests
 from flask import Blueprint, jsonify, render_template_string, request, session, url_for
 
 from ..app import runtime
-from ..errors import BridgeError, SignatureError, StoreError
+from ..errors import BridgeError, ConfigError, SignatureError, StoreError
 from ..manifest import manifest
-from ..registry import StoreRecord, StoreSettings
+from ..netguard import check_store_url
+from ..registry import StoreRecord, StoreSettings, validate_store_url
 from ..stores.saleor import SaleorStore
 from ..stores.saleor_signature import jwks_url_for
 
@@ -48,6 +49,13 @@ def register() -> Any:
     allowed = rt.settings.saleor_allowed_api_urls
     if allowed and not re.fullmatch(allowed, api_url):
         return _refuse(403, "SALEOR_URL_PROHIBITED", "This Saleor is not allowed to install the app.")
+    try:
+        # Anyone may call this endpoint: without the check, it would make the bridge post to
+        # any address it can reach, its own network included.
+        validate_store_url(api_url, "saleor")
+        check_store_url(api_url, allow_private=rt.settings.allow_private_store_urls)
+    except ConfigError as exc:
+        return _refuse(403, "SALEOR_URL_PROHIBITED", f"This Saleor address is refused: {exc}")
     data = request.get_json(silent=True)
     token = data.get("auth_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
@@ -57,7 +65,9 @@ def register() -> Any:
     try:
         app_id = probe.app_id()  # the token works, and says which app we are
     except StoreError as exc:
-        return _refuse(401, "UNKNOWN_APP_ID", f"Could not confirm the app token with Saleor: {exc}")
+        # What the other server said stays in the log: the caller may not be Saleor at all.
+        logger.warning("Saleor install: the app token was not confirmed: %s", exc)
+        return _refuse(401, "UNKNOWN_APP_ID", "Could not confirm the app token with Saleor.")
     try:
         resp = requests.get(jwks_url_for(api_url), timeout=(5, 15), allow_redirects=False)
         resp.raise_for_status()
