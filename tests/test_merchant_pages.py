@@ -126,6 +126,10 @@ def test_send_the_link_again_and_disconnect(bridge, two_merchants, fake_wc):
     wait_for(lambda: len(fake_wc.notes(order["id"])) == 2)
     assert all(n["customer_note"] and row.invoice_url in n["note"] for n in fake_wc.notes(order["id"]))
     assert len(fake_wc.emails) == 2  # the customer got the link again
+    for action in ("resend", "retry"):  # past a 64-bit row id: not found, not an overflow
+        resp = owner.post(f"{bridge.url}/app/stores/{store.id}/orders/{2 ** 64}/{action}",
+                          data={"csrf_token": token}, timeout=5)
+        assert resp.status_code == 404
     hooks = lambda: [w for w in (fake_wc.webhooks.values() if isinstance(fake_wc.webhooks, dict)
                                  else fake_wc.webhooks)]
     assert len(hooks()) == 1

@@ -121,6 +121,10 @@ def test_bad_saleor_webhooks_change_nothing(installed, bridge, saleor, fake_upay
         (_post(bridge, saleor, b"{not json", saleor.sign(b"{not json")), 400),
         (_post(bridge, saleor, b'{"order": {"id": 1}}', saleor.sign(b'{"order": {"id": 1}}')), 422),
     ]
+    # A key id the bridge has not seen, while Saleor's key set cannot be fetched: a 503 to
+    # deliver again later, not a crash.
+    saleor.faults.add("jwks", "status", count=3, status=502)
+    cases.append((_post(bridge, saleor, body, _sign_with_a_stranger_key(body)), 503))
     for resp, status in cases:
         assert resp.status_code == status, resp.text
         assert resp.json()["error"]["message"]

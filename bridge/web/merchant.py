@@ -31,6 +31,9 @@ from ..pipeline import order_attempts, order_events
 from ..registry import StoreRecord, StoreSettings, validate_store_url
 from ..stores import adapter_for
 
+# Row ids are 64-bit integers; a larger number in a URL is a 404, not an overflow in the driver.
+MAX_ROW_ID = 2 ** 63 - 1
+
 bp = Blueprint("merchant", __name__, url_prefix="/app")
 
 ATTENTION = ("failed", "parked", "not_invoiceable")
@@ -323,7 +326,7 @@ def activity(store_id: str) -> Any:
     return render_template("app/activity.html", store=record, orders=orders, q=q)
 
 
-@bp.post("/stores/<store_id>/orders/<int:pk>/retry")
+@bp.post(f"/stores/<store_id>/orders/<int(max={MAX_ROW_ID}):pk>/retry")
 @signed_in
 def retry(store_id: str, pk: int) -> Any:
     record = _own_store(store_id)
@@ -333,7 +336,7 @@ def retry(store_id: str, pk: int) -> Any:
     return redirect(url_for("merchant.activity", store_id=record.id, q=request.form.get("q", "")), 303)
 
 
-@bp.post("/stores/<store_id>/orders/<int:pk>/resend")
+@bp.post(f"/stores/<store_id>/orders/<int(max={MAX_ROW_ID}):pk>/resend")
 @signed_in
 def resend(store_id: str, pk: int) -> Any:
     rt = runtime()

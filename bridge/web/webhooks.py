@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from ..app import error_response, runtime
-from ..errors import SignatureError, UnknownStoreError
+from ..errors import SignatureError, StoreError, UnknownStoreError
 from ..registry import StoreRecord
 from ..stores import adapter_for
 
@@ -49,6 +49,13 @@ def _receive(record: StoreRecord) -> Any:
         logger.warning("webhook for store %s rejected: bad signature", record.id,
                        extra={"store_id": record.id, "remote_addr": request.remote_addr})
         raise
+    except StoreError as exc:
+        # A signature by a key the bridge has not seen, and the store's key set (JWKS) could
+        # not be fetched to check it. Nothing is recorded; the store delivers again later.
+        logger.warning("webhook for store %s not checked: %s", record.id, exc,
+                       extra={"store_id": record.id})
+        return error_response(503, "signing_keys_unavailable",
+                              "the store's signing keys could not be fetched; try again later")
     refreshed = getattr(store, "refreshed_jwks", None)
     if refreshed:  # the store rotated its signing key: keep the new JWKS
         rt.registry.update(record.id, secrets={"jwks": json.dumps(refreshed)})
