@@ -51,6 +51,15 @@ class RateLimiter:
                 conn.execute(db.rate_events.delete().where(r.key == key, r.at <= since))
         return 0.0
 
+    def give_back(self, key: str) -> None:
+        """Undo the latest ``acquire`` for ``key`` (a sign-in that succeeded: only failures
+        count against the limit, but a slot is taken before the password is known)."""
+        r = db.rate_events.c
+        with self.engine.begin() as conn:
+            newest = conn.execute(sa.select(sa.func.max(r.id)).where(r.key == key)).scalar()
+            if newest is not None:
+                conn.execute(db.rate_events.delete().where(r.id == newest))
+
     def available(self, key: str) -> int:
         r = db.rate_events.c
         with db.reading(self.engine) as conn:

@@ -139,3 +139,31 @@ def test_send_the_link_again_and_disconnect(bridge, two_merchants, fake_wc):
     assert hooks() == [] or all((h.get("status") if isinstance(h, dict) else h.status) == "deleted"
                                 for h in hooks())
     assert bridge.runtime.registry.find(store.id) is None
+
+
+def test_parallel_sign_in_guesses_are_held_to_the_limit(bridge):
+    """Five failed sign-ins per 15 minutes: a burst of guesses sent at once gets no more
+    passwords checked than that, and a successful sign-in does not use up the allowance."""
+    import threading
+
+    bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    session_for(bridge, "a@example.com")  # a success first: it must not count
+    forms = []
+    for _ in range(20):
+        s = requests.Session()
+        page = s.get(f"{bridge.url}/app/login", timeout=5).text
+        forms.append((s, re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)))
+    start, codes = threading.Barrier(len(forms)), []
+
+    def guess(s: requests.Session, token: str) -> None:
+        start.wait()
+        codes.append(s.post(f"{bridge.url}/app/login", data={
+            "email": "a@example.com", "password": "a wrong guess", "csrf_token": token},
+            timeout=30, allow_redirects=False).status_code)
+
+    threads = [threading.Thread(target=guess, args=form) for form in forms]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(codes) == [401] * 5 + [429] * 15
