@@ -246,7 +246,14 @@ class Pipeline:
             raise InvalidPayloadError(f"no order row {pk}")
         state = row.state
         if state in ("parked", "failed"):
-            state = "invoiced" if row.invoice_url else "retrying"
+            if not row.invoice_url:
+                state = "retrying"
+            elif row.meta_written and row.note_state not in NOTE_OPEN:
+                # Parked after the write-back, by a store action (marking it paid): "done" is
+                # the state in which a job carries out the store actions still open.
+                state = "done"
+            else:
+                state = "invoiced"
         with self.engine.begin() as conn:
             if state == "retrying":
                 # A permanent UPay error is final for that attempt only; a new try needs a new id.

@@ -262,3 +262,28 @@ def test_return_before_a_delayed_notification_makes_one_transition(bridge, conne
     time.sleep(1)
     assert len(payments(bridge, row.id)) == 1
     assert len(notes_with(shop, order["id"], "Payment confirmed")) == 1
+
+
+def test_operator_retry_finishes_a_payment_the_store_refused_to_record(bridge, connect_store,
+                                                                       fake_wc, fake_upay):
+    """The payment is confirmed, but the store answers 503 to marking the order paid until the
+    job parks; after the operator's retry, the order is marked paid and the note written."""
+    import sqlalchemy as sa
+
+    fake_wc.add_product(101, "Arabic Coffee 250g", "4.500", sku="COF-250")
+    connect_store(bridge)
+    order = fake_wc.create_order([{"product_id": 101, "quantity": 2}], billing=BILLING)
+    fake_wc.deliver_queued()
+    row = bridge.wait_state(order["id"], "done")
+    fake_wc.faults.add("status", count=50, path_contains=f"orders/{order['id']}", method="PUT",
+                       status=503)
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: bridge.order(order["id"]).state == "parked", timeout=60)
+    fake_wc.faults.clear()  # the store is back
+    bridge.runtime.pipeline.retry(row.id)
+    wait_for(lambda: fake_wc.order(order["id"])["status"] == "processing", timeout=30)
+    wait_for(lambda: bridge.order(order["id"]).state == "done", timeout=30)
+    with bridge.runtime.engine.connect() as conn:
+        actions = conn.execute(sa.select(db.store_actions.c.kind, db.store_actions.c.state)
+                               .where(db.store_actions.c.order_id == row.id)).all()
+    assert actions and all(state == "done" for _, state in actions)
