@@ -189,12 +189,16 @@ class StoreRegistry:
         return record
 
     def find_by_url(self, kind: str, url: str) -> StoreRecord | None:
+        if "\x00" in url:  # PostgreSQL's text cannot hold NUL: no store has it, not an error
+            return None
         with db.reading(self._engine) as conn:
             row = conn.execute(sa.select(db.stores).where(
                 db.stores.c.kind == kind, db.stores.c.url == url[:500])).first()
         return self._record(row) if row is not None else None
 
     def find(self, store_id: str) -> StoreRecord | None:
+        if "\x00" in store_id:  # as in find_by_url: a NUL, from a URL's %00, matches nothing
+            return None
         try:
             return self.get(store_id)
         except UnknownStoreError:

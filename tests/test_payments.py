@@ -287,3 +287,23 @@ def test_operator_retry_finishes_a_payment_the_store_refused_to_record(bridge, c
         actions = conn.execute(sa.select(db.store_actions.c.kind, db.store_actions.c.state)
                                .where(db.store_actions.c.order_id == row.id)).all()
     assert actions and all(state == "done" for _, state in actions)
+
+
+def test_nul_bytes_in_callbacks_are_refused_not_crashes(bridge, connect_store):
+    """PostgreSQL's text cannot hold NUL: a %00 in an id or token matches nothing (on both
+    layouts), rather than reaching the database and failing there."""
+    record = connect_store(bridge, webhook=False)
+    u = bridge.url
+    answers = [
+        requests.post(f"{u}/upay/notify/{record.id}",
+                      data={"requested_order_id": "a\x00b", "result": "CAPTURED"}, timeout=5),
+        requests.post(f"{u}/upay/notify/{record.id}", json={"requested_order_id": "a\u0000b"},
+                      timeout=5),
+        requests.post(f"{u}/upay/notify/ab%00cd", data={"x": "1"}, timeout=5),
+        requests.get(f"{u}/upay/return/{record.id}/tok%00en?result=CAPTURED", timeout=5),
+        requests.get(f"{u}/upay/cancel/{record.id}/tok%00en", timeout=5),
+        requests.get(f"{u}/upay/status/{record.id}/tok%00en", timeout=5),
+        requests.get(f"{u}/upay/return/ab%00/tok", timeout=5),
+        requests.post(f"{u}/webhooks/woocommerce/ab%00cd", data=b"{}", timeout=5),
+    ]
+    assert [r.status_code for r in answers] == [200, 200, 404, 404, 404, 200, 404, 404]

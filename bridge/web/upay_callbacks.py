@@ -31,7 +31,13 @@ FIELDS = ("payment_id", "result", "post_date", "tran_id", "ref", "track_id", "au
 def _known(fields: Any) -> dict[str, str]:
     if not isinstance(fields, dict):
         return {}
-    return {k: str(fields[k])[:200] for k in FIELDS if k in fields and fields[k] is not None}
+    # NUL bytes are dropped: PostgreSQL's text cannot hold them, and no id UPay sends has one.
+    return {k: str(fields[k]).replace("\x00", "")[:200] for k in FIELDS
+            if k in fields and fields[k] is not None}
+
+
+def _token(token: str) -> str:
+    return token.replace("\x00", "")[:40]
 
 
 def _store(store_id: str) -> StoreRecord:
@@ -105,9 +111,9 @@ TEXTS = {
 def _page(kind: str, store_id: str, token: str) -> Any:
     record = _store(store_id)
     fields = _known(redirect_fields(request.query_string.decode("utf-8", "replace")))
-    attempt = runtime().payments.on_return(record, token[:40], kind, fields)
+    attempt = runtime().payments.on_return(record, _token(token), kind, fields)
     lang = record.settings.language.value
-    poll = f"/upay/status/{record.id}/{token[:40]}" if attempt is not None and kind == "return" \
+    poll = f"/upay/status/{record.id}/{_token(token)}" if attempt is not None and kind == "return" \
         else None
     store = adapter_for(record)
     link = None
@@ -134,4 +140,4 @@ def cancelled(store_id: str, token: str) -> Any:
 @bp.get("/status/<store_id>/<token>")
 def status(store_id: str, token: str) -> Any:
     record = _store(store_id)
-    return jsonify(runtime().payments.status_for(record, token[:40]))
+    return jsonify(runtime().payments.status_for(record, _token(token)))
