@@ -49,6 +49,7 @@ def register() -> Any:
     allowed = rt.settings.saleor_allowed_api_urls
     if allowed and not re.fullmatch(allowed, api_url):
         return _refuse(403, "SALEOR_URL_PROHIBITED", "This Saleor is not allowed to install the app.")
+    data = request.get_json(silent=True)  # an oversized body is a 413 before anything else
     try:
         # Anyone may call this endpoint: without the check, it would make the bridge post to
         # any address it can reach, its own network included.
@@ -56,7 +57,6 @@ def register() -> Any:
         check_store_url(api_url, allow_private=rt.settings.allow_private_store_urls)
     except ConfigError as exc:
         return _refuse(403, "SALEOR_URL_PROHIBITED", f"This Saleor address is refused: {exc}")
-    data = request.get_json(silent=True)
     token = data.get("auth_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
         return _refuse(400, "MISSING_AUTH_TOKEN", "Missing auth token.")
