@@ -27,6 +27,9 @@ merchants = sa.Table(
     sa.Column("password_hash", sa.String(255), nullable=False),
     sa.Column("language", sa.String(2), nullable=False, server_default="en"),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Raised by "sign out": a session cookie carries the version it was issued under, and one
+    # from an older version is refused (the cookie itself is stateless and cannot be revoked).
+    sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
 )
 
 installs = sa.Table(
@@ -90,6 +93,9 @@ orders = sa.Table(
     sa.Column("returned_at", sa.Float, nullable=True),
     sa.Column("next_check_at", sa.Float, nullable=True),
     sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
+    # When the status check queued by a notification or return runs (or last ran): signals for
+    # the same order merge into it, so a flood of them cannot spend UPay's status budget.
+    sa.Column("signal_check_at", sa.Float, nullable=True),
     sa.UniqueConstraint("store_id", "external_id", name="uq_orders_store_external"),
 )
 sa.Index("ix_orders_work", orders.c.state, orders.c.next_attempt_at)
@@ -198,6 +204,7 @@ notifications = sa.Table(
     sa.Column("order_id", sa.Integer, sa.ForeignKey("orders.id", ondelete="CASCADE"),
               nullable=True),
 )
+sa.Index("ix_notifications_order", notifications.c.order_id)
 
 events = sa.Table(
     "events", metadata,
