@@ -36,6 +36,15 @@ from .stores import adapter_for
 logger = logging.getLogger(__name__)
 
 RETURN_WATCH_SECONDS = 10 * 60  # after the customer came back, look again often for this long
+# Signals (notifications, returns) for one order merge into one queued status check, and checks
+# caused by signals are spaced by a gap that doubles with each check already made for the order
+# (5 s, 10 s, ... at most 60 s). UPay's notifications are unsigned: without this, anyone who
+# knows an invoice's order id could spend the key's 30 status calls a minute with forged ones
+# and hold back real confirmations for every order of the store.
+SIGNAL_GAP_SECONDS = 5.0
+SIGNAL_GAP_MAX_SECONDS = 60.0
+# How many other invoices of one order reconcile also asks about, in turn with the newest.
+RECONCILE_OTHER_LOOKUPS = 3
 
 
 class Payments:
@@ -64,7 +73,7 @@ class Payments:
                            "not an invoice of this store", record.id,
                            fields.get("requested_order_id", "")[:40], extra={"store_id": record.id})
             return state
-        self.schedule(pk, _hint("notify", fields, attempt.upay_order_id), 0.0)
+        self._signal_check(pk, _hint("notify", fields, attempt.upay_order_id))
         return state
 
     def on_return(self, record: StoreRecord, token: str, kind: str,
@@ -79,7 +88,7 @@ class Payments:
             conn.execute(db.orders.update().where(db.orders.c.id == attempt.order_id)
                          .values(returned_at=self.clock()))
         # The browser's parameters are only a hint (never proof): confirm with UPay.
-        self.schedule(attempt.order_id, _hint(kind, fields, attempt.upay_order_id), 0.0)
+        self._signal_check(attempt.order_id, _hint(kind, fields, attempt.upay_order_id))
         return attempt
 
     def status_for(self, record: StoreRecord, token: str) -> dict[str, Any]:
@@ -106,7 +115,10 @@ class Payments:
         if row is None or record is None:
             return "gone"
         attempts = self._attempts(pk)
-        lookup = self._lookup(attempts, track_id, upay_order_id)
+        if source == "reconcile" and not upay_order_id:
+            lookup = self._reconcile_lookup(row, attempts)
+        else:
+            lookup = self._lookup(attempts, track_id, upay_order_id)
         if lookup is None:
             return "nothing-to-ask"
         wait = self.limiter.acquire(key_id(record.secrets["upay_api_key"]))
@@ -145,6 +157,45 @@ class Payments:
         created = [a for a in attempts if a.invoice_id]
         return {"invoice_id": created[-1].invoice_id} if created else None
 
+    def _reconcile_lookup(self, row: Any, attempts: list[Any]) -> dict | None:
+        """What this reconcile pass asks UPay about: the newest invoice, in turn with the other
+        invoices of the order that UPay's notifications named.
+
+        A customer can pay an invoice that was superseded (its create-invoice answer was lost,
+        so the bridge made another): only a notification tells of it, with the payment's track
+        id. If the status check it caused failed for good, asking only about the newest invoice
+        would never find that payment. Those track ids come from the recorded notifications
+        (unsigned, so a forged one costs a status call in turn, never a wrong verdict), and
+        reconcile's own backoff spaces the checks.
+        """
+        created = [a for a in attempts if a.invoice_id]
+        newest = created[-1] if created else None
+        lookups: list[dict] = [{"invoice_id": newest.invoice_id}] if newest is not None else []
+        by_order_id = {a.upay_order_id: a for a in attempts}
+        with db.reading(self.engine) as conn:
+            n = db.notifications.c
+            signals = conn.execute(sa.select(n.fields).where(
+                n.order_id == row.id, n.kind == "notify", n.state == "matched")
+                .order_by(n.id.desc()).limit(50)).scalars().all()
+            recorded = set(conn.execute(sa.select(db.payments.c.track_id).where(
+                db.payments.c.order_id == row.id)).scalars())
+        others: list[dict] = []
+        for raw in signals:
+            try:
+                fields = json.loads(raw)
+            except ValueError:
+                continue
+            attempt = by_order_id.get(str(fields.get("requested_order_id", ""))[:40])
+            if attempt is None or attempt is newest:
+                continue
+            track = str(fields.get("track_id", ""))[:64]
+            lookup = ({"invoice_id": attempt.invoice_id} if attempt.invoice_id
+                      else {"track_id": track} if track and track not in recorded else None)
+            if lookup is not None and lookup not in others:
+                others.append(lookup)
+        lookups += others[:RECONCILE_OTHER_LOOKUPS]
+        return lookups[row.check_count % len(lookups)] if lookups else None
+
     def _status_failed(self, row: Any, record: StoreRecord, hint: dict, exc: UPayError) -> str:
         source = hint.get("source", "reconcile")
         if exc.transient:
@@ -182,6 +233,10 @@ class Payments:
             self.pipeline.schedule(pk, 0.0)
             return "mismatch"
         with self.engine.begin() as conn:
+            # The order row is locked first: two different payments confirmed at the same moment
+            # must see each other, or (READ COMMITTED on PostgreSQL) both count as the first and
+            # the double payment is never flagged. SQLite's BEGIN IMMEDIATE serialises already.
+            conn.execute(sa.select(db.orders.c.id).where(db.orders.c.id == pk).with_for_update())
             new = _insert_payment(conn, pk, attempt, verdict, source, now)
             if not new:
                 return "already-recorded"
@@ -262,18 +317,44 @@ class Payments:
             if budgets[key] <= 0:
                 continue  # this key's budget is spent; its oldest checks wait for the next pass
             budgets[key] -= 1
-            self._next_check(row)
+            # Not counted here: the check counts itself when it has an answer, and the count
+            # turns reconcile's lookups (see _reconcile_lookup).
+            self._next_check(row, count=False)
             self.schedule(row.id, {"source": "reconcile"}, 0.0)
             queued += 1
         return queued
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _next_check(self, row: Any, follow_up: bool = False) -> None:
+    def _signal_check(self, pk: int, hint: dict[str, str]) -> None:
+        """Queue a status check for a signal, unless one queued earlier has yet to run."""
+        now = self.clock()
+        o = db.orders.c
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(o.signal_check_at, o.check_count)
+                               .where(o.id == pk).with_for_update()).first()
+            if row is None:
+                return
+            if row.signal_check_at is not None and row.signal_check_at > now:
+                # A check is queued and runs after this signal came in: it asks UPay about this
+                # order then, and the verdict covers this signal too. (The signal's track id is
+                # kept with the notification; reconcile asks about it if it names another invoice.)
+                return
+            gap = min(SIGNAL_GAP_MAX_SECONDS, SIGNAL_GAP_SECONDS * 2 ** min(row.check_count, 6))
+            last = row.signal_check_at
+            run_at = now if last is None else max(now, last + gap)
+            conn.execute(db.orders.update().where(o.id == pk).values(signal_check_at=run_at))
+        self.schedule(pk, hint, run_at - now)
+
+    def _next_check(self, row: Any, follow_up: bool = False, count: bool = True) -> None:
         now = self.clock()
         returned = row.returned_at is not None and now - row.returned_at < RETURN_WATCH_SECONDS
         delay = next_check_delay(now - row.created_at, returned)
-        self._set(row.id, next_check_at=now + delay, check_count=row.check_count + 1)
+        if count:
+            self._set(row.id, next_check_at=now + delay,
+                      check_count=db.orders.c.check_count + 1)
+        else:
+            self._set(row.id, next_check_at=now + delay)
         if follow_up and returned:
             # A customer is waiting on the return page: look again soon, without waiting for
             # the next reconcile pass (one chain, from the return, within the rate limit).

@@ -307,3 +307,117 @@ def test_nul_bytes_in_callbacks_are_refused_not_crashes(bridge, connect_store):
         requests.post(f"{u}/webhooks/woocommerce/ab%00cd", data=b"{}", timeout=5),
     ]
     assert [r.status_code for r in answers] == [200, 200, 404, 404, 404, 200, 404, 404]
+
+
+def _both_invoices_paid(bridge, shop, fake_upay, notification="drop"):
+    """An order with two invoices (the first one's answer was lost), both paid by the customer."""
+    fake_upay.faults.add("charge", "timeout_after_create", seconds=3)
+    order, row = invoiced(bridge, shop)
+    first, second = bridge.attempts(row.id)
+    assert first.invoice_id is None
+    lost = next(i for i in fake_upay.invoices.values() if i.merchant_order_id == first.upay_order_id)
+    return order, row, first, second, lost
+
+
+def test_two_payments_confirmed_at_the_same_moment_are_flagged(bridge, connect_store, shop,
+                                                               fake_upay, monkeypatch):
+    """Two checks, each confirming a different payment of one order, run at once: one marks it
+    paid, the other sees that payment and flags the second. Without the order row's lock,
+    PostgreSQL's READ COMMITTED let each miss the other's payment (both "paid")."""
+    from bridge import payments as payments_module
+
+    connect_store(bridge)
+    order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
+    fake_upay.faults.add("notification", "drop", count=2)  # the checks below are the only ones
+    fake_upay.complete_payment(lost.invoice_id, "CAPTURED")
+    fake_upay.complete_payment(second.invoice_id, "CAPTURED")
+    real_insert = payments_module._insert_payment
+
+    def slow_insert(*args, **kwargs):  # widen the window between the insert and the count
+        new = real_insert(*args, **kwargs)
+        time.sleep(0.5)
+        return new
+
+    monkeypatch.setattr(payments_module, "_insert_payment", slow_insert)
+    p = bridge.runtime.payments
+    hints = [{"source": "notify", "upay_order_id": a.upay_order_id, "track_id": inv.track_id}
+             for a, inv in ((first, lost), (second, fake_upay.invoices[second.invoice_id]))]
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda h=h: results.append(p.confirm(row.id, h)))
+               for h in hints]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["double-payment", "paid"]
+    assert bridge.order(order["id"]).payment_state == "flagged"
+    assert len(payments(bridge, row.id)) == 2
+    wait_for(lambda: notes_with(shop, order["id"], "paid twice")
+             or notes_with(shop, order["id"], "second confirmed"))
+
+
+def test_payment_on_a_superseded_invoice_is_found_after_its_check_failed(bridge, connect_store,
+                                                                         shop, fake_upay):
+    """The customer paid the invoice whose create answer was lost (no invoice id); the status
+    check its notification caused failed for good. Reconcile asks about that payment's track id
+    in turn with the newest invoice, so the payment is still found."""
+    connect_store(bridge)
+    order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
+    fake_upay.faults.add("status", "rejected", message="Transaction is being processed")
+    fake_upay.complete_payment(lost.invoice_id, "CAPTURED")
+    wait_for(lambda: any(e["kind"] == "status_error"
+                         for e in order_events(bridge.runtime.engine, row.id)))
+    assert bridge.order(order["id"]).payment_state == "open"
+    for _ in range(4):  # reconcile passes, each due at once here
+        with bridge.runtime.engine.begin() as conn:
+            conn.execute(db.orders.update().where(db.orders.c.id == row.id)
+                         .values(next_check_at=None))
+        assert bridge.runtime.payments.reconcile() == 1
+        try:
+            wait_for(lambda: bridge.order(order["id"]).payment_state != "open", timeout=5)
+            break
+        except AssertionError:
+            continue
+    wait_for(lambda: shop.order(order["id"])["status"] == "processing")
+    [paid] = payments(bridge, row.id)
+    assert paid.track_id == lost.track_id and paid.source == "reconcile"
+    assert bridge.order(order["id"]).payment_state == "paid"
+
+
+def test_a_flood_of_forged_notifications_makes_one_status_check(bridge, connect_store, shop,
+                                                               fake_upay):
+    """Forty forged notifications for one order merge into one status check, and one more
+    queued after a gap, so they cannot spend the key's status budget (30 a minute)."""
+    record = connect_store(bridge)
+    order, row = invoiced(bridge, shop)
+
+    def status_calls() -> int:
+        return sum("get-payment-status" in r.path for r in fake_upay.requests)
+
+    before = status_calls()
+    forged = {"payment_id": "100326010000027219", "result": "CAPTURED", "track_id": "F" * 32,
+              "requested_order_id": row.upay_order_id}
+
+    def send(n: int) -> None:
+        for _ in range(n):
+            assert requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged,
+                                 timeout=5).status_code == 200
+
+    threads = [threading.Thread(target=send, args=(5,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wait_for(lambda: any(e["kind"] == "suspicious"
+                         for e in order_events(bridge.runtime.engine, row.id)))
+    time.sleep(1.5)
+    assert status_calls() - before == 1
+    # Another order's real payment is confirmed at once: the budget was not spent.
+    order2, row2 = invoiced(bridge, shop)
+    fake_upay.complete_payment(row2.invoice_id, "CAPTURED")
+    wait_for(lambda: shop.order(order2["id"])["status"] == "processing", timeout=10)
+    # The merged signals' one queued check runs after its gap (10 s after a pending verdict).
+    wait_for(lambda: status_calls() - before == 3, timeout=20)
+    time.sleep(1.0)
+    assert status_calls() - before == 3
+    assert bridge.order(order["id"]).payment_state == "open"
