@@ -27,6 +27,8 @@ class Merchant:
     id: int
     email: str
     language: str
+    # Sessions carry the version they were issued under; end_sessions() raises it.
+    session_version: int = 0
 
 
 class SignInThrottled(Exception):
@@ -75,15 +77,26 @@ class Accounts:
             return None
         for key in keys:  # only failed attempts count against the limit
             self.limiter.give_back(key)
-        return Merchant(row.id, row.email, row.language)
+        return _merchant(row)
 
     def get(self, merchant_id: int) -> Merchant | None:
         row = self._row(db.merchants.c.id == merchant_id)
-        return Merchant(row.id, row.email, row.language) if row else None
+        return _merchant(row) if row else None
 
     def by_email(self, email: str) -> Merchant | None:
         row = self._row(db.merchants.c.email == email.strip().lower())
-        return Merchant(row.id, row.email, row.language) if row else None
+        return _merchant(row) if row else None
+
+    def end_sessions(self, merchant_id: int) -> None:
+        """Sign the merchant out everywhere: every session issued before now stops working.
+
+        The session cookie is stateless, so clearing it in one browser leaves copies valid;
+        raising the version in the database is what refuses them.
+        """
+        with self.engine.begin() as conn:
+            # Incremented in SQL, not read-modify-write: two sign-outs at once both count.
+            conn.execute(db.merchants.update().where(db.merchants.c.id == merchant_id)
+                         .values(session_version=db.merchants.c.session_version + 1))
 
     def set_language(self, merchant_id: int, language: str) -> None:
         if language not in ("en", "ar"):
@@ -95,6 +108,10 @@ class Accounts:
     def _row(self, where: Any) -> Any:
         with db.reading(self.engine) as conn:
             return conn.execute(sa.select(db.merchants).where(where)).first()
+
+
+def _merchant(row: Any) -> Merchant:
+    return Merchant(row.id, row.email, row.language, row.session_version)
 
 
 def _key(kind: str, value: str) -> str:

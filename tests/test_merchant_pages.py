@@ -4,12 +4,16 @@ callback, SSRF, secrets never shown."""
 from __future__ import annotations
 
 import re
+import threading
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from bridge.netguard import check_store_url, webhook_delivery_problem
 from bridge.errors import ConfigError
+
+from .conftest import LAYOUTS
 
 PASSWORD = "correct horse battery"
 
@@ -167,3 +171,131 @@ def test_parallel_sign_in_guesses_are_held_to_the_limit(bridge):
     for t in threads:
         t.join(60)
     assert sorted(codes) == [401] * 5 + [429] * 15
+
+
+def start_install(bridge, fake_wc, s: requests.Session, csrf: str) -> str:
+    """The connect form, as far as WooCommerce's authorize page: the install's one-time token."""
+    resp = s.post(f"{bridge.url}/app/connect", data={"store_url": fake_wc.base_url,
+                                                     "csrf_token": csrf},
+                  allow_redirects=False, timeout=5)
+    assert resp.status_code == 303, resp.text
+    return parse_qs(urlsplit(resp.headers["Location"]).query)["user_id"][0]
+
+
+def callback_body(fake_wc, token: str) -> dict:
+    ck, cs = fake_wc.add_api_key("read_write")
+    return {"key_id": 1, "user_id": token, "consumer_key": ck, "consumer_secret": cs,
+            "key_permissions": "read_write"}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)  # on PostgreSQL the race is real
+def test_install_callback_replayed_at_once_connects_one_store(bridge_factory, fake_wc):
+    """The same callback posted many times in parallel (a replay racing the real one): one is
+    accepted, the others are refused, and the merchant has exactly one store."""
+    bridge = bridge_factory(worker=False)
+    merchant = bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    s, csrf = session_for(bridge, "a@example.com")
+    token = start_install(bridge, fake_wc, s, csrf)
+    body = callback_body(fake_wc, token)
+    copies = 10
+    start, answers = threading.Barrier(copies), []
+
+    def post() -> None:
+        start.wait()
+        resp = requests.post(f"{bridge.url}/app/connect/callback/{token}", json=body, timeout=30)
+        answers.append((resp.status_code, resp.json()))
+
+    threads = [threading.Thread(target=post) for _ in range(copies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(code for code, _ in answers) == [200] + [400] * (copies - 1)
+    assert all(b["error"]["code"] == "invalid_install" for code, b in answers if code == 400)
+    stores = bridge.runtime.registry.list(merchant_id=merchant.id)
+    assert len(stores) == 1
+    back = s.get(f"{bridge.url}/app/connect/return/{token}?success=1", allow_redirects=False,
+                 timeout=5)
+    assert back.headers["Location"].endswith(f"/app/stores/{stores[0].id}")
+
+
+def test_install_callback_that_failed_can_be_sent_again(bridge_factory, fake_wc, monkeypatch):
+    """A failure while the store is being saved gives the install back: nothing is half
+    connected in the meantime, and WooCommerce's next attempt connects the store."""
+    bridge = bridge_factory(worker=False)
+    merchant = bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    s, csrf = session_for(bridge, "a@example.com")
+    token = start_install(bridge, fake_wc, s, csrf)
+    body = callback_body(fake_wc, token)
+    registry = bridge.runtime.registry
+    real_add = registry.add
+
+    def failing_add(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(registry, "add", failing_add)
+    failed = requests.post(f"{bridge.url}/app/connect/callback/{token}", json=body, timeout=5)
+    assert failed.status_code == 500 and registry.list(merchant_id=merchant.id) == []
+    back = s.get(f"{bridge.url}/app/connect/return/{token}?success=1", allow_redirects=False,
+                 timeout=5)
+    assert back.headers["Location"].endswith("/app/")  # not connected, not a store page
+    monkeypatch.setattr(registry, "add", real_add)
+    again = requests.post(f"{bridge.url}/app/connect/callback/{token}", json=body, timeout=5)
+    assert again.status_code == 200, again.text
+    assert len(registry.list(merchant_id=merchant.id)) == 1
+
+
+def test_sign_out_ends_every_session_of_the_merchant(bridge):
+    """Signing out is "sign out everywhere": the session cookie is stateless, so a copy of it
+    replayed after sign-out, and a second session of the same merchant still open in another
+    browser, are both sent to the login page. A sign-out without the CSRF token ends nothing."""
+    bridge.runtime.accounts.create("a@example.com", PASSWORD)
+    s, csrf = session_for(bridge, "a@example.com")
+    elsewhere, _ = session_for(bridge, "a@example.com")
+    saved = s.cookies.get("upay_bridge_session")
+    home = f"{bridge.url}/app/"
+
+    forged = elsewhere.post(f"{bridge.url}/app/logout", data={"csrf_token": "forged"},
+                            allow_redirects=False, timeout=5)
+    assert forged.status_code == 303 and not forged.headers["Location"].endswith("/app/login")
+    assert s.get(home, allow_redirects=False, timeout=5).status_code == 200
+
+    out = s.post(f"{bridge.url}/app/logout", data={"csrf_token": csrf}, allow_redirects=False,
+                 timeout=5)
+    assert out.status_code == 303 and out.headers["Location"].endswith("/app/login")
+    replayed = requests.get(home, headers={"Cookie": f"upay_bridge_session={saved}"},
+                            allow_redirects=False, timeout=5)
+    assert replayed.status_code == 302 and replayed.headers["Location"].endswith("/app/login")
+    ended = elsewhere.get(home, allow_redirects=False, timeout=5)
+    assert ended.status_code == 302 and ended.headers["Location"].endswith("/app/login")
+    session_for(bridge, "a@example.com")  # signing in again works
+
+
+HOSTILE_NEXT = [
+    # Browsers drop tab, CR and LF and read "\\" as "/": the first six become //evil.example.
+    "/\t/evil.example/", "/\n/evil.example/", "/\r/evil.example/", "/\\evil.example/",
+    "/\\/evil.example/", "\t//evil.example/",
+    # The plain ways off the site, and no page at all.
+    "//evil.example/",
+    "https://evil.example/", "javascript:alert(1)", "evil.example", "",
+]
+
+
+def language_switch(bridge, next_url: str) -> requests.Response:
+    s = requests.Session()
+    page = s.get(f"{bridge.url}/app/login", timeout=5).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return s.post(f"{bridge.url}/app/language", timeout=5, allow_redirects=False,
+                  data={"language": "ar", "next": next_url, "csrf_token": csrf})
+
+
+@pytest.mark.parametrize("next_url", HOSTILE_NEXT)
+def test_language_switch_never_leaves_the_site(bridge_factory, next_url):
+    resp = language_switch(bridge_factory(worker=False), next_url)
+    assert resp.status_code == 303 and resp.headers["Location"] == "/app/"
+
+
+@pytest.mark.parametrize("next_url", ["/app/login", "/app/stores/abc123/activity?q=1001"])
+def test_language_switch_goes_back_to_the_page(bridge_factory, next_url):
+    resp = language_switch(bridge_factory(worker=False), next_url)
+    assert resp.status_code == 303 and resp.headers["Location"] == next_url

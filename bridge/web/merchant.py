@@ -9,10 +9,11 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+import unicodedata
 from decimal import Decimal
 from functools import wraps
 from typing import Any, Callable
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import sqlalchemy as sa
 from flask import (Blueprint, abort, flash, g, redirect, render_template, request, session,
@@ -38,6 +39,9 @@ bp = Blueprint("merchant", __name__, url_prefix="/app")
 
 ATTENTION = ("failed", "parked", "not_invoiceable")
 INSTALL_TTL = 3600.0
+# installs.store_id while one callback is creating the store: not NULL, so no other callback can
+# claim the install, and falsy, so the install still reads as "not connected".
+INSTALL_CLAIMED = ""
 
 
 @bp.before_request
@@ -45,7 +49,13 @@ def _load_merchant() -> Any:
     g.merchant = None
     merchant_id = session.get("merchant_id")
     if merchant_id is not None:
-        g.merchant = runtime().accounts.get(int(merchant_id))
+        merchant = runtime().accounts.get(int(merchant_id))
+        # A cookie issued before the merchant last signed out (from any browser) is signed out
+        # too: the cookie itself cannot be revoked, the version it carries can be outdated.
+        if merchant is None or session.get("session_version") != merchant.session_version:
+            session.clear()
+        else:
+            g.merchant = merchant
     g.lang = g.merchant.language if g.merchant else session.get("lang", "en")
     if request.method == "POST" and request.endpoint != "merchant.connect_callback":
         sent = request.form.get("csrf_token", "")
@@ -110,6 +120,7 @@ def login() -> Any:
             return render_template("app/login.html"), 401
         session.clear()  # a new session on sign-in: no fixation
         session["merchant_id"] = merchant.id
+        session["session_version"] = merchant.session_version
         session["csrf_token"] = secrets.token_urlsafe(32)
         session.permanent = True
         return redirect(url_for("merchant.home"), 303)
@@ -118,6 +129,10 @@ def login() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    # Past the CSRF check in _load_merchant. Signing out ends every session of the merchant,
+    # including copies of this cookie, which would otherwise stay valid until they expire.
+    if g.merchant is not None:
+        runtime().accounts.end_sessions(g.merchant.id)
     session.clear()
     return redirect(url_for("merchant.login"), 303)
 
@@ -133,7 +148,18 @@ def language() -> Any:
 
 
 def _local(path: str | None) -> bool:
-    return bool(path) and path.startswith("/") and not path.startswith("//")
+    r"""Whether ``path`` is a path on this site, safe to redirect to.
+
+    Browsers drop tab and newline from a URL and read a backslash as a slash, so "/\t/evil",
+    "/\evil" or "/\n/evil" all lead to //evil, another host: refused, like any whitespace or
+    control character, a scheme or a host.
+    """
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return False
+    if any(c.isspace() or unicodedata.category(c) == "Cc" for c in path):
+        return False
+    parts = urlsplit(path)
+    return not parts.scheme and not parts.netloc
 
 
 # -- stores -------------------------------------------------------------------------------------
@@ -189,15 +215,36 @@ def connect_callback(token: str) -> Any:
              and hmac.compare_digest(str(data.get("user_id", "")).encode(), token.encode())
              and data.get("consumer_key") and data.get("consumer_secret")
              and data.get("key_permissions") == "read_write")
+    refused = {"error": {"code": "invalid_install", "message": "unknown or expired install"}}, 400
     if not valid:
-        return {"error": {"code": "invalid_install", "message": "unknown or expired install"}}, 400
-    record = rt.registry.add("woocommerce", install.store_url, {
-        "consumer_key": str(data["consumer_key"]), "consumer_secret": str(data["consumer_secret"]),
-        "webhook_secret": secrets.token_urlsafe(32),
-    }, name=install.store_url.split("://", 1)[-1], upay_sandbox=True,
-        merchant_id=install.merchant_id, require_upay_key=False)
+        return refused
+    # The checks above read a snapshot: replayed at once, every copy of the callback passed them
+    # and each created a store. Claiming the install with one conditional UPDATE lets exactly
+    # one of them through (the others find store_id no longer NULL).
+    installs = db.installs.c
     with rt.engine.begin() as conn:
-        conn.execute(db.installs.update().where(db.installs.c.token == token)
+        claimed = conn.execute(db.installs.update().where(
+            installs.token == install.token, installs.store_id.is_(None),
+            installs.created_at > time.time() - INSTALL_TTL,
+        ).values(store_id=INSTALL_CLAIMED)).rowcount == 1
+    if not claimed:
+        return refused
+    try:
+        record = rt.registry.add("woocommerce", install.store_url, {
+            "consumer_key": str(data["consumer_key"]),
+            "consumer_secret": str(data["consumer_secret"]),
+            "webhook_secret": secrets.token_urlsafe(32),
+        }, name=install.store_url.split("://", 1)[-1], upay_sandbox=True,
+            merchant_id=install.merchant_id, require_upay_key=False)
+    except BaseException:
+        # No store was written: give the install back so the merchant can approve again.
+        with rt.engine.begin() as conn:
+            conn.execute(db.installs.update().where(
+                installs.token == install.token, installs.store_id == INSTALL_CLAIMED,
+            ).values(store_id=None))
+        raise
+    with rt.engine.begin() as conn:
+        conn.execute(db.installs.update().where(installs.token == install.token)
                      .values(store_id=record.id))
     # The webhook is registered by a worker: WooCommerce pings the bridge while that call is
     # still open, and this callback must answer WooCommerce quickly.
@@ -212,6 +259,7 @@ def connect_return(token: str) -> Any:
         abort(403)
     with db.reading(runtime().engine) as conn:
         install = conn.execute(sa.select(db.installs).where(db.installs.c.token == token[:64])).first()
+    # A store_id of INSTALL_CLAIMED ("") is a callback still at work: not connected yet.
     if install is None or install.merchant_id != g.merchant.id or not install.store_id \
             or request.args.get("success") != "1":
         flash(text(g.lang, "connect_failed"), "error")
