@@ -44,11 +44,32 @@ class Settings:
     status_rate_window: float = 60.0
     allow_private_store_urls: bool = False  # only for local tests: see bridge/netguard.py
     saleor_allowed_api_urls: str = ""  # a regex; empty: any Saleor may install the app
+    # Origins of Saleor Dashboards served apart from their API (self-hosted, e.g. the Dashboard
+    # on :9000 and the API on :8000): the app page trusts a handshake from its Saleor's own
+    # origin and from these, and from no one else.
+    saleor_dashboard_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return replace(self, **overrides)
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    """Comma-separated origins (scheme://host[:port]); anything else is a configuration error."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for item in (x.strip().rstrip("/") for x in raw.split(",")):
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path \
+                or parts.query or parts.fragment or "@" in parts.netloc:
+            raise ValueError(f"UPAY_BRIDGE_SALEOR_DASHBOARD_ORIGINS: {item!r} is not an origin "
+                             "such as https://dashboard.example.com")
+        out.append(f"{parts.scheme}://{parts.netloc.lower()}")
+    return tuple(out)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -90,6 +111,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         status_rate_limit=_int(env, "STATUS_RATE_LIMIT", 30),
         status_rate_window=_float(env, "STATUS_RATE_WINDOW", 60.0),
         saleor_allowed_api_urls=env.get(PREFIX + "SALEOR_ALLOWED_API_URLS", ""),
+        saleor_dashboard_origins=_origins(env.get(PREFIX + "SALEOR_DASHBOARD_ORIGINS", "")),
         allow_private_store_urls=env.get(PREFIX + "ALLOW_PRIVATE_STORE_URLS", "") in ("1", "true", "yes"),
         log_level=env.get(PREFIX + "LOG_LEVEL", "INFO"),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -80,3 +80,29 @@ class SessionCache:
             session = self._sessions.pop(key, None)
         if session is not None:
             session.close()
+
+
+def redirect_location(resp: requests.Response) -> str | None:
+    """Where a 3xx answer points, fit for an error message; None when ``resp`` is not a 3xx.
+
+    The store calls never follow redirects (the adapters say why); this only names the address
+    for the merchant. A relative ``Location`` is made absolute against the request's URL. Only
+    scheme, host, port and path are kept: the query may repeat the request's own OAuth
+    parameters (a server-level redirect keeps it), and user info may hold a password.
+    "" when the answer names no address.
+    """
+    if not 300 <= resp.status_code < 400:
+        return None
+    location = resp.headers.get("Location", "").strip()
+    if not location:
+        return ""
+    try:
+        parts = urlsplit(urljoin(resp.url or "", location))
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # e.g. an unclosed IPv6 bracket or a port out of range
+        return "an address that is not a valid URL"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:300]

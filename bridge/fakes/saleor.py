@@ -1064,9 +1064,11 @@ FAULT_KINDS: dict[str, tuple[str, ...]] = {
     #   status (status=502, body, content_type): answer that, request not applied;
     #   timeout (seconds=30): sleep, then 504, not applied;
     #   timeout_after (seconds=30): apply, then sleep before answering (late answer);
-    #   non_json: 200 with an HTML page, not applied.
-    "graphql": ("status", "timeout", "timeout_after", "non_json"),
-    "jwks": ("status", "timeout", "non_json"),
+    #   non_json: 200 with an HTML page, not applied;
+    #   redirect (location, status=301): a redirect there with an empty body, as Django's
+    #   HttpResponseRedirect (a moved site, or a proxy in front), not applied.
+    "graphql": ("status", "timeout", "timeout_after", "non_json", "redirect"),
+    "jwks": ("status", "timeout", "non_json", "redirect"),
     # On one outgoing webhook attempt:
     #   no_sign: no Saleor-Signature / X-Saleor-Signature headers (pre-3.5 style);
     #   bad_sign: signed by a different key under the published kid;
@@ -2157,6 +2159,9 @@ class FakeSaleor:
             return Response(params.get("body", "<!DOCTYPE html><html><body>Maintenance</body>"
                                                "</html>"), int(params.get("status", 200)),
                             content_type="text/html"), fault
+        if fault.kind == "redirect":
+            return Response("", int(params.get("status", 301)),
+                            headers={"Location": str(params["location"])}), fault
         return None, fault   # timeout_after: acts after the handler
 
     # ---------------------------------------------------------------- GraphQL endpoint

@@ -685,9 +685,12 @@ class FaultScript:
       client times out but the write happened (wc-api-python issue #61).
     * ``timeout_before``: sleep ``seconds`` then answer ``status`` (504) WITHOUT applying it.
     * ``non_json``: answer 200 with a cached HTML page (caching plugin); not applied.
+    * ``redirect``: answer ``status`` (301) with ``Location: <location><path>?<query>``, the
+      request's own path and query under another address, as a moved site, a forced
+      http -> https or a canonical-host rule does; not applied.
     """
 
-    KINDS = ("status", "timeout", "timeout_before", "non_json")
+    KINDS = ("status", "timeout", "timeout_before", "non_json", "redirect")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -1953,6 +1956,13 @@ class FakeWooCommerce:
                 record["status"] = int(fault.params.get("status", 200))
                 return Response(fault.params.get("body", CACHED_PAGE_HTML), record["status"],
                                 {"Content-Type": _HTML_TYPE})
+            if fault.kind == "redirect":
+                # The query goes along, as a server-level redirect keeps it: over plain http it
+                # carries the OAuth consumer key and signature.
+                record["status"] = int(fault.params.get("status", 301))
+                target = str(fault.params["location"]).rstrip("/") + req.full_path.rstrip("?")
+                return Response("", record["status"], {"Location": target,
+                                                       "Content-Type": _HTML_TYPE})
             if fault.kind == "timeout_before":
                 time.sleep(float(fault.params.get("seconds", 6.0)))
                 record["status"] = int(fault.params.get("status", 504))

@@ -20,7 +20,7 @@ import simplejson
 from woocommerce import API
 
 from ..digests import hmac_sha256
-from ..transport import SessionCache
+from ..transport import SessionCache, redirect_location
 
 from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
@@ -58,7 +58,7 @@ class _RestClient(API):
 
     The package calls ``requests.request`` for every call: a new session and a new TCP (and
     TLS) connection each time. This is the package's ``__request``, unchanged but for the
-    session it sends through.
+    session it sends through, and for redirects, which it never follows.
     """
 
     def __init__(self, *, session: requests.Session, **kwargs: Any) -> None:
@@ -81,6 +81,10 @@ class _RestClient(API):
         if data is not None:
             data = json.dumps(data, ensure_ascii=False).encode("utf-8")
             headers["content-type"] = "application/json;charset=utf-8"
+        # Never follow a redirect (requests does by default, and so does the package): it would
+        # send this signed request (the OAuth query over http, a PUT's order data) to wherever
+        # the store points, an address check_store_url never saw. ``_checked`` reports it.
+        kwargs["allow_redirects"] = False
         return self._session.request(method=method, url=url, verify=self.verify_ssl, auth=auth,
                                      params=params, data=data, timeout=self.timeout,
                                      headers=headers, **kwargs)
@@ -277,6 +281,14 @@ def _same_url(a: str, b: str) -> bool:
 
 def _checked(resp: requests.Response) -> Any:
     status = resp.status_code
+    location = redirect_location(resp)
+    if location is not None:
+        # A moved site, a forced https or a canonical host: the same answer on every try until
+        # the merchant changes the address, so a permanent error (the order is parked).
+        raise StoreResponseError(
+            f"the store answered with a redirect (HTTP {status}) to {location or 'no address'}; "
+            "the bridge does not follow redirects: update the store URL to the final address",
+            status, "redirect")
     try:
         body = simplejson.loads(resp.text, use_decimal=True)
     except ValueError:

@@ -70,9 +70,11 @@ def register() -> Any:
         return _refuse(401, "UNKNOWN_APP_ID", "Could not confirm the app token with Saleor.")
     try:
         resp = requests.get(jwks_url_for(api_url), timeout=(5, 15), allow_redirects=False)
-        resp.raise_for_status()
-        jwks = resp.json()
+        # Only a 200 is the key set: raise_for_status() lets a redirect (not followed) through.
+        jwks = resp.json() if resp.status_code == 200 else None
     except (requests.RequestException, ValueError):
+        jwks = None
+    if jwks is None:
         return _refuse(401, "JWKS_NOT_AVAILABLE", "Could not fetch the store's signing keys (JWKS).")
     stored = {"app_token": token, "app_id": app_id, "jwks": json.dumps(jwks)}
     try:
@@ -94,15 +96,23 @@ def _probe_record(api_url: str, token: str) -> StoreRecord:
 
 
 APP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>UPay Bridge</title></head>
-<body style="font-family: system-ui, sans-serif"><p id="status">Connecting to Saleor…</p>
+<body style="font-family: system-ui, sans-serif">
+{%- if api_url %}<p id="status">Connecting to Saleor…</p>
 <script>
 (function () {
-  var params = new URLSearchParams(window.location.search);
-  var apiUrl = params.get("saleorApiUrl") || "";
-  // Saleor's Dashboard hands the app a token through postMessage ("handshake", AppBridge).
+  var apiUrl = {{ api_url | tojson }};
+  // Saleor's Dashboard hands the app a token through postMessage ("handshake", AppBridge). Any
+  // page can frame or open this one and post to it, so only our parent frame, at the origin of
+  // the Saleor the bridge registered, is listened to. (app-sdk trusts document.referrer's
+  // origin instead, which is whoever framed the page.) The Dashboard runs at its Saleor's
+  // origin, the one the iframe URL's saleorApiUrl names.
+  var trusted = [new URL(apiUrl).origin].concat({{ dashboard_origins | tojson }});
+  var framed = window.parent !== window;
   window.addEventListener("message", function (event) {
+    if (!framed || event.source !== window.parent || trusted.indexOf(event.origin) < 0) { return; }
     var data = event.data || {};
-    if (data.type !== "handshake" || !data.payload || !data.payload.token) { return; }
+    if (data.type !== "handshake" || !data.payload || typeof data.payload.token !== "string"
+        || !data.payload.token) { return; }
     fetch("{{ session_url }}", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({token: data.payload.token, saleorApiUrl: apiUrl})})
       .then(function (r) { return r.json(); })
@@ -111,16 +121,30 @@ APP_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>
         else { document.getElementById("status").textContent = (d.error && d.error.message) || "Not allowed."; }
       });
   });
-  if (window.parent !== window) {
-    window.parent.postMessage({type: "notifyReady", payload: {}}, "*");
+  if (framed) {
+    // Posted to each trusted origin: the browser delivers only the one the parent really has.
+    trusted.forEach(function (origin) {
+      window.parent.postMessage({type: "notifyReady", payload: {}}, origin);
+    });
   }
 })();
-</script></body></html>"""
+</script>
+{%- else %}<p id="status">This Saleor has not installed the app.</p>{% endif %}
+</body></html>"""
 
 
 @bp.get("/app")
 def app_page() -> Any:
-    return render_template_string(APP_PAGE, session_url=url_for("saleor_app.app_session"))
+    """The Dashboard's iframe (the manifest's appUrl, with ``saleorApiUrl`` in the query).
+
+    The page trusts a handshake only from the origin of a Saleor that installed the app, so an
+    address the bridge does not know gets no listener at all.
+    """
+    api_url = request.args.get("saleorApiUrl", "")[:500]
+    record = runtime().registry.find_by_url("saleor", api_url) if api_url else None
+    return render_template_string(APP_PAGE, session_url=url_for("saleor_app.app_session"),
+                                  api_url=record.url if record is not None else "",
+                                  dashboard_origins=list(runtime().settings.saleor_dashboard_origins))
 
 
 @bp.post("/app/session")
@@ -168,8 +192,12 @@ def verify_dashboard_token(token: str, record: StoreRecord) -> dict[str, Any]:
                 raise SignatureError(str(exc)) from None
         if attempt == 0:  # an unknown key id: Saleor may have rotated its key
             try:
-                jwks = requests.get(jwks_url_for(record.url), timeout=(5, 15),
-                                    allow_redirects=False).json()
+                resp = requests.get(jwks_url_for(record.url), timeout=(5, 15),
+                                    allow_redirects=False)
+                # A redirect (not followed) or an error page is not the key set.
+                jwks = resp.json() if resp.status_code == 200 else None
             except (requests.RequestException, ValueError):
-                raise SignatureError("could not fetch the store's keys") from None
+                jwks = None
+            if not isinstance(jwks, dict):
+                raise SignatureError("could not fetch the store's keys")
     raise SignatureError("unknown key id")
