@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,25 @@ def decode_json(body: bytes | str) -> Any:
         raise MalformedBodyError(f"body is JSON nested too deeply (more than {MAX_DEPTH} "
                                  "levels)")
     return value
+
+
+# JSON can spell characters no database column holds: NUL (\u0000; PostgreSQL's text refuses it)
+# and a lone UTF-16 surrogate (\ud800 without its pair; no UTF-8 encoding exists, so SQLite and
+# PostgreSQL both fail). A pair (\ud83d\ude00) decodes to one character and is fine.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` without the characters no database column can hold (see above)."""
+    return _UNSTORABLE.sub("", text)
+
+
+def storable_id(text: str, where: str, key: str) -> str:
+    """An identifier as sent; InvalidPayloadError when it has a character no column holds."""
+    if _UNSTORABLE.search(text):
+        raise InvalidPayloadError(f"{where}: '{key}' has a character that is not text "
+                                  f"(NUL or a lone surrogate): {_short(text)}")
+    return text
 
 
 #: UPay takes a quantity as an integer; no real order line comes near this.

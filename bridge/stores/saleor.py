@@ -23,7 +23,7 @@ from ..transport import SessionCache, redirect_location
 from . import META_INVOICE_ID, META_INVOICE_URL, PaidResult, WebhookEvent
 from .payload import decode_json
 from .saleor_payload import order_from_saleor
-from .saleor_signature import jwks_url_for, verify_saleor_signature
+from .saleor_signature import JwksRefetchLimiter, jwks_url_for, verify_saleor_signature
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ CHARGE_REPORT = """mutation Charge($id: ID!, $amount: PositiveDecimal!, $psp: St
 _SESSIONS = SessionCache()
 
 
+# One per process: its memory of recent JWKS fetches (see JwksRefetchLimiter).
+JWKS_REFETCHES = JwksRefetchLimiter()
+
 class SaleorStore:
     kind = "saleor"
     # UPay's documented plugin.src values do not include Saleor; this is ours (≤ 11 characters).
@@ -73,9 +76,13 @@ class SaleorStore:
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> None:
         signature = headers.get("Saleor-Signature") or headers.get("X-Saleor-Signature") or ""
         cached = self.record.secrets.get("jwks")
+        # A forged signature (a made-up key id, or a real one over another body) makes the
+        # verifier fetch the JWKS again: through the limiter, at most once per store per interval.
+        fetch = JWKS_REFETCHES.fetcher(f"{self.record.id} {self.record.url}", signature, cached,
+                                       self._fetch_jwks)
         self.refreshed_jwks = verify_saleor_signature(
             body, signature, jwks=json.loads(cached) if cached else None,
-            fetch_jwks=self._fetch_jwks, hmac_secret=self.record.secrets.get("webhook_secret"))
+            fetch_jwks=fetch, hmac_secret=self.record.secrets.get("webhook_secret"))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         event = (headers.get("Saleor-Event") or headers.get("X-Saleor-Event") or "").lower()

@@ -20,7 +20,7 @@ from typing import Any
 from bridge.errors import InvalidPayloadError
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import parse_amount
-from bridge.stores.payload import objects
+from bridge.stores.payload import objects, storable, storable_id
 from bridge.stores.payload import quantity as parse_quantity
 
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
@@ -58,7 +58,7 @@ def order_from_saleor(payload: object) -> Order:
     order_id = order.get("id")
     if not isinstance(order_id, str) or not order_id.strip():
         raise InvalidPayloadError(f"order 'id' must be a non-empty string, got {order_id!r}")
-    order_id = order_id.strip()
+    order_id = storable_id(order_id.strip(), "order", "id")
     where = f"order {order_id}"
 
     number = order.get("number")
@@ -78,7 +78,7 @@ def order_from_saleor(payload: object) -> Order:
 
     return Order(
         external_id=order_id,  # the Relay global id, which every mutation takes
-        number=str(number).strip(),
+        number=storable_id(str(number).strip(), where, "number"),
         status=_status(order, where),
         currency=currency,
         total=total,
@@ -97,7 +97,7 @@ def _errors_message(errors: Any) -> str:
 
 def _text(value: Any) -> str:
     # Nullable Saleor strings (userEmail, productSku, phone, ...) arrive as null.
-    return value.strip() if isinstance(value, str) else ""
+    return storable(value).strip() if isinstance(value, str) else ""
 
 
 def _object(parent: dict, key: str, where: str, label: str = "") -> dict | None:
@@ -168,7 +168,7 @@ def _status(order: dict, where: str) -> str:
         raise InvalidPayloadError(
             f"{where}: 'chargeStatus' must be a non-empty string, got {charge!r}")
     # A value newer than this code keeps its own name: no store setting invoices it.
-    return _CHARGE_STATUSES.get(charge.strip().upper(), charge.strip().lower())
+    return _CHARGE_STATUSES.get(charge.strip().upper(), storable(charge).strip().lower())
 
 
 def _customer(order: dict, where: str) -> Customer:

@@ -19,15 +19,18 @@ import hashlib
 import hmac
 import json
 import re
+import threading
+import time
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import jwt
 from jwt import PyJWK, PyJWKSet
+from jwt.algorithms import RSAAlgorithm
 from jwt.api_jws import PyJWS
 
 from bridge.digests import hmac_sha256
-from bridge.errors import SignatureError
+from bridge.errors import SignatureError, StoreConnectionError
 
 ALGORITHM = "RS256"
 
@@ -90,6 +93,91 @@ def verify_saleor_signature(body: bytes, signature: str, *, jwks: Mapping | str 
     if not _verifies(signature, body, fresh[kid]):
         raise SignatureError(MISMATCH)
     return _as_dict(fetched)
+
+
+def signature_kid(signature: Any) -> str | None:
+    """The ``kid`` of a well-formed detached RS256 JWS signature; None for anything else."""
+    if not isinstance(signature, str) or not signature.strip() or \
+            len(signature.strip()) > _MAX_SIGNATURE_LENGTH:
+        return None
+    try:
+        return _checked_header(signature.strip())
+    except SignatureError:
+        return None
+
+
+class JwksRefetchLimiter:
+    """How often a webhook may make the bridge fetch a store's JWKS: once per ``interval``.
+
+    ``verify_saleor_signature`` refetches whenever the key id is unknown or its key does not
+    verify, so without a limit anyone could make the bridge fetch a store's JWKS on every
+    request (a forged signature under a made-up or a real key id costs nothing to send). The
+    ``fetcher`` this hands out, in place of the store's own fetch:
+
+    * does not fetch at all when the cached key under the signature's ``kid`` is that very key
+      (``kid`` is the key's RFC 7638 thumbprint): a fresh copy is the same key and cannot verify
+      a signature it failed, so the answer is "signature does not match the body";
+    * otherwise fetches at most once per ``interval`` per store (successful or not). Within the
+      interval it answers with the JWKS fetched last when that has the ``kid`` (so a rotated key
+      fetched on behalf of one request serves the next), and else raises StoreConnectionError:
+      the caller answers 503 and Saleor delivers again later, when a fetch is allowed.
+
+    One instance per process; its state is in memory (each web process fetches on its own).
+    """
+
+    def __init__(self, interval: float = 10.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, Any]] = {}  # store key -> (fetched at, JWKS or None)
+
+    def fetcher(self, key: str, signature: Any, cached_jwks: Any,
+                fetch: Callable[[], Mapping]) -> Callable[[], Mapping]:
+        kid = signature_kid(signature)
+
+        def limited() -> Mapping:
+            cached = _rs256_keys(cached_jwks).get(kid) if kid else None
+            if cached is not None and _key_thumbprint(cached) == kid:
+                raise SignatureError(MISMATCH)
+            now = self.clock()
+            with self._lock:
+                last = self._last.get(key)
+                if last is not None and now - last[0] < self.interval:
+                    recent = last[1]
+                    if recent is not None and kid and kid in _rs256_keys(recent):
+                        return _as_dict(recent)
+                    raise StoreConnectionError(
+                        "the store's JWKS was fetched moments ago and has no key "
+                        f"{(kid or '')[:60]!r}; not fetched again yet")
+                # Claimed before fetching: concurrent requests do not fetch alongside.
+                self._last[key] = (now, last[1] if last is not None else None)
+            try:
+                fetched = fetch()
+            except BaseException:
+                with self._lock:
+                    self._last[key] = (self.clock(), None)
+                raise
+            with self._lock:
+                self._last[key] = (self.clock(), _copy_or_none(fetched))
+            return fetched
+
+        return limited
+
+
+def _key_thumbprint(key: PyJWK) -> str | None:
+    try:
+        return thumbprint(RSAAlgorithm.to_jwk(key.key, as_dict=True))
+    except Exception:  # noqa: BLE001 - no thumbprint: treated as a key that may be replaced
+        return None
+
+
+def _copy_or_none(jwks: Any) -> dict | None:
+    try:
+        copied = _as_dict(jwks)
+    except (TypeError, ValueError):
+        return None
+    return copied if isinstance(copied, dict) else None
 
 
 def jwks_url_for(saleor_api_url: str) -> str:

@@ -15,7 +15,7 @@ from bridge.errors import InvalidPayloadError
 from bridge.mapping import clean_name
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import add_exact, parse_amount
-from bridge.stores.payload import objects
+from bridge.stores.payload import objects, storable, storable_id
 from bridge.stores.payload import quantity as parse_quantity
 
 _CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
@@ -37,6 +37,7 @@ def order_from_woocommerce(payload: object) -> Order:
     if not isinstance(status, str) or not status.strip():
         raise InvalidPayloadError(f"order {order_id}: 'status' must be a non-empty string, "
                                   f"got {status!r}")
+    status = storable_id(status, f"order {order_id}", "status")
     currency = payload.get("currency")
     if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency.strip()):
         raise InvalidPayloadError(f"order {order_id}: 'currency' must be a 3-letter ISO 4217 "
@@ -48,6 +49,7 @@ def order_from_woocommerce(payload: object) -> Order:
     number = payload.get("number")
     if isinstance(number, bool) or not isinstance(number, (str, int)) or not str(number).strip():
         number = order_id  # plugins may blank it; the id is what WooCommerce shows then
+    number = storable_id(str(number), f"order {order_id}", "number")
     lines = (
         _lines(payload, "line_items", where, LineKind.ITEM)
         + _lines(payload, "shipping_lines", where, LineKind.SHIPPING)
@@ -81,7 +83,7 @@ def _error_payload_message(payload: dict) -> str:
 
 def _text(value: Any) -> str:
     # WooCommerce sends null for some strings (billing.email, sku of a deleted product).
-    return value.strip() if isinstance(value, str) else ""
+    return storable(value).strip() if isinstance(value, str) else ""
 
 
 def _money(obj: dict, key: str, where: str, default: Decimal | None = None) -> Decimal:
@@ -131,7 +133,7 @@ def _customer(payload: dict, where: str) -> Customer:
     customer_id = payload.get("customer_id")
     if isinstance(customer_id, bool) or not isinstance(customer_id, (int, str)):
         customer_id = 0
-    customer_text = str(customer_id).strip()
+    customer_text = storable(str(customer_id)).strip()
     return Customer(
         id="" if customer_text in ("", "0") else customer_text,  # 0 means a guest
         first_name=clean_name(_text(billing.get("first_name"))),
