@@ -5,6 +5,7 @@
   x UnknownStoreError              no store with that id (-> 404)
   x SignatureError                 webhook failed verification (-> 401)
   x InvalidPayloadError            authentic but not an order we can use (-> 422)
+  x OrderBusyError                 an operator's retry while a worker holds the order
     + MalformedBodyError           not JSON at all (-> 400)
   x UPayError                      .status, .body (never the API key)
     + UPayConnectionError          no answer; .outcome_unknown when the request may have arrived
@@ -58,6 +59,10 @@ class SignatureError(BridgeError):
 
 class InvalidPayloadError(BridgeError):
     pass
+
+
+class OrderBusyError(BridgeError):
+    """The operator asked for something a worker is doing right now (its job holds the order)."""
 
 
 class MalformedBodyError(InvalidPayloadError):

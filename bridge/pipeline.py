@@ -41,8 +41,8 @@ from sqlalchemy.engine import Connection, Engine
 from . import db, metrics
 from .config import Settings
 from .digests import sha256_hex
-from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderNotFoundError,
-                     StoreAuthError, StoreError, UPayError, UPayRateLimitError)
+from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderBusyError,
+                     OrderNotFoundError, StoreAuthError, StoreError, UPayError, UPayRateLimitError)
 from .group_commit import GroupCommit
 from .intake_writer import IntakeCursor, IntakeWriter
 from .mapping import (invoice_blockers, invoice_request_from_order, reference_id_for,
@@ -60,6 +60,11 @@ logger = logging.getLogger(__name__)
 
 WORK_STATES = ("received", "retrying", "invoiced")
 NOTE_OPEN = ("pending", "sending")
+
+
+class _LeaseLost(Exception):
+    """This worker's lease on the order ran out and another worker (or the operator's retry)
+    has the order now: what this worker still holds must not reach UPay, the store or the row."""
 
 
 @dataclass(frozen=True)
@@ -208,19 +213,24 @@ class Pipeline:
             store = adapter_for(record, timeout=(self.settings.store_connect_timeout,
                                                  self.settings.store_read_timeout))
             if row.state in ("received", "retrying"):
-                row = self._invoice(row, record, store)
+                row = self._invoice(row, record, store, owner)
             if row.state != "parked" and (row.note_state in NOTE_OPEN or
                                           (row.state == "invoiced" and not row.meta_written)):
                 row = self._write_back(row, store, owner)
             if row.state == "done" and row.lease_owner == owner:
                 self._run_actions(row, record, store)
             return row.state
+        except _LeaseLost:
+            # The worker that holds the order now finishes it; this one only stops.
+            logger.warning("order row %s: the lease ran out during the job and another worker "
+                           "has the order now; this worker stops", pk)
+            return "lease-lost"
         except BridgeError as exc:
-            retry_delay = self._after_error(self._row(pk), exc)
+            retry_delay = self._after_error(self._row(pk), exc, owner)
             return "retrying" if retry_delay is not None else "parked"
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the order: retry, then park
             logger.exception("unexpected error processing order row %s", pk)
-            retry_delay = self._after_error(self._row(pk), exc)
+            retry_delay = self._after_error(self._row(pk), exc, owner)
             return "retrying" if retry_delay is not None else "parked"
         finally:
             if row is None or row.lease_owner == owner:
@@ -255,20 +265,30 @@ class Pipeline:
             else:
                 state = "invoiced"
         with self.engine.begin() as conn:
+            # Only a row nobody holds, and still in the state read above: clearing a live lease
+            # would let a second worker start a second invoice while the first one's create-
+            # invoice call is in flight (and both write a payment link on the order).
+            now = self.clock()
+            o = db.orders.c
+            changed = conn.execute(db.orders.update().where(
+                o.id == pk, o.state == row.state,
+                sa.or_(o.lease_expires.is_(None), o.lease_expires < now)).values(
+                state=state, retries=0, next_attempt_at=now, lease_expires=None,
+                lease_owner=None, updated_at=now).returning(o.id)).first()
+            if changed is None:
+                raise OrderBusyError(
+                    f"order row {pk} is being worked on right now; try again when its job ends")
             if state == "retrying":
                 # A permanent UPay error is final for that attempt only; a new try needs a new id.
                 conn.execute(db.attempts.update().where(
                     db.attempts.c.order_id == pk, db.attempts.c.state == "failed")
-                    .values(state="unknown", updated_at=self.clock()))
-            conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
-                state=state, retries=0, next_attempt_at=self.clock(), lease_expires=None,
-                lease_owner=None, updated_at=self.clock()))
-            _event(conn, pk, self.clock(), "retry", "retry requested by the operator")
+                    .values(state="unknown", updated_at=now))
+            _event(conn, pk, now, "retry", "retry requested by the operator")
         self.schedule(pk, 0.0)
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _invoice(self, row: Any, record: StoreRecord, store: Store) -> Any:
+    def _invoice(self, row: Any, record: StoreRecord, store: Store, owner: str) -> Any:
         pk = row.id
         order = store.parse_order(row.payload)
         options = InvoiceOptions(notification_type=record.settings.notification_type,
@@ -279,7 +299,7 @@ class Pipeline:
             return self._update(pk, state="not_invoiceable", reason=reason, note_state="pending",
                                 note_text=not_invoiceable_note(blockers, record.settings.language),
                                 note_customer=False, event=("not_invoiceable", reason))
-        attempt = self._start_attempt(pk, record.id, order.external_id)
+        attempt = self._start_attempt(pk, record.id, order.external_id, owner)
         request = invoice_request_from_order(
             order, upay_order_id=attempt.upay_order_id, reference_id=reference_id_for(order.number),
             options=options, urls=callback_urls(self.settings.public_url, record.id,
@@ -297,25 +317,41 @@ class Pipeline:
             logger.warning("UPay refused the invoice for order %s of store %s: %s",
                            order.external_id, record.id, exc,
                            extra={"store_id": record.id, "order_id": order.external_id})
-            return self._update(pk, state="failed", reason=str(exc), last_error=str(exc),
-                                note_state="pending", note_customer=False,
-                                note_text=invoice_failed_note(str(exc), record.settings.language),
-                                event=("upay_refused", str(exc)), now=now)
+            failed = self._update(pk, state="failed", reason=str(exc), last_error=str(exc),
+                                  note_state="pending", note_customer=False,
+                                  note_text=invoice_failed_note(str(exc), record.settings.language),
+                                  event=("upay_refused", str(exc)), now=now, hold=owner)
+            if failed is None:
+                raise _LeaseLost() from None
+            return failed
         with self.engine.begin() as conn:
             now = self.clock()
+            # The invoice exists at UPay whoever holds the order now: its attempt records it, so
+            # a payment on it still finds the order.
             conn.execute(_UPDATE_ATTEMPT, {
                 "b_id": attempt.id, "state": "created", "invoice_id": invoice.invoice_id[:100],
                 "invoice_url": invoice.url[:500], "updated_at": now})
-            row = conn.execute(_UPDATE_ORDER, {
-                "b_pk": pk, "state": "invoiced", "invoice_id": invoice.invoice_id[:100],
+            # The order takes it only while this worker holds the lease: after a takeover the
+            # other worker has superseded this attempt and writes its own link, once.
+            row = conn.execute(_UPDATE_HELD, {
+                "b_pk": pk, "b_holder": owner,
+                "lease_expires": now + self.settings.lease_seconds,
+                "state": "invoiced", "invoice_id": invoice.invoice_id[:100],
                 "invoice_url": invoice.url[:500], "upay_order_id": attempt.upay_order_id,
                 "retries": 0, "last_error": "", "note_state": "pending",
                 "note_customer": record.settings.customer_note,
                 "note_text": payment_link_note(invoice.url, quantize(order.total, order.currency),
                                                order.currency, record.settings.language),
                 "updated_at": now}).first()
-            _event(conn, pk, now, "invoice_created",
-                   f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
+            if row is None:
+                _event(conn, pk, now, "invoice_superseded",
+                       f"invoice {invoice.invoice_id} ({attempt.upay_order_id}) came back after "
+                       f"the lease ran out; another worker has the order: {invoice.url}")
+            else:
+                _event(conn, pk, now, "invoice_created",
+                       f"invoice {invoice.invoice_id} ({attempt.upay_order_id}): {invoice.url}")
+        if row is None:
+            raise _LeaseLost()
         metrics.of(self).invoices_created.inc()
         logger.info("invoice %s created for order %s of store %s", invoice.invoice_id,
                     order.external_id, record.id,
@@ -334,14 +370,19 @@ class Pipeline:
         values: dict[str, Any] = {}
         meta_written = bool(row.meta_written)
         if row.state == "invoiced" and not meta_written:
+            # No lease check of its own here: the claim or the invoice's commit renewed the lease
+            # just before, and the commit below checks it before the note is sent.
             store.write_invoice_meta(ext, {META_INVOICE_ID: row.invoice_id or "",
                                            META_INVOICE_URL: row.invoice_url or "",
                                            META_UPAY_ORDER_ID: row.upay_order_id or ""})
             values["meta_written"] = meta_written = True
             events.append(("meta_written", "invoice id and URL saved in the order's meta data"))
         if row.note_state in NOTE_OPEN:
-            # One commit records the meta and marks the note as in flight.
-            self._update(pk, note_state="sending", events=events, **values)
+            # One commit records the meta and marks the note as in flight, if the order is still
+            # this worker's (and keeps it so for the POST).
+            if self._update(pk, note_state="sending", events=events, hold=owner,
+                            **values) is None:
+                raise _LeaseLost()
             note_id = store.add_note(ext, row.note_text, customer_note=row.note_customer)
             kind = "customer note" if row.note_customer else "private note"
             events = [("note_written", f"{kind} {note_id}: {row.note_text}")]
@@ -354,16 +395,19 @@ class Pipeline:
             row = self._update(pk, events=events, release=owner, **values)
         return row
 
-    def _after_error(self, row: Any, exc: BaseException) -> float | None:
-        """Record a failed step; return the delay before the next try, or None when parked."""
-        if row is None:
+    def _after_error(self, row: Any, exc: BaseException, owner: str) -> float | None:
+        """Record a failed step; return the delay before the next try, or None when parked
+        (or when the order is no longer this worker's: then its holder decides)."""
+        if row is None or row.lease_owner != owner:
+            logger.warning("order row %s: %s, after the lease went to another worker",
+                           getattr(row, "id", "?"), str(exc) or type(exc).__name__)
             return None
         pk = row.id
         message = str(exc) or type(exc).__name__
         if isinstance(exc, OrderNotFoundError):
             self._update(pk, state="failed", reason=message, last_error=message,
                          note_state="none" if row.note_state in NOTE_OPEN else row.note_state,
-                         event=("store_error", message))
+                         event=("store_error", message), hold=owner, **_LET_GO)
             return None
         transient = getattr(exc, "transient", False) or isinstance(exc, StoreAuthError) \
             or not isinstance(exc, BridgeError)
@@ -373,7 +417,7 @@ class Pipeline:
             logger.error("order %s of store %s parked: %s", row.external_id, row.store_id, why,
                          extra={"store_id": row.store_id, "order_id": row.external_id})
             self._update(pk, state="parked", reason=why, last_error=message,
-                         event=("parked", why))
+                         event=("parked", why), hold=owner, **_LET_GO)
             return None
         delay = self._backoff(retries)
         if isinstance(exc, UPayRateLimitError) and exc.retry_after:
@@ -384,9 +428,11 @@ class Pipeline:
         logger.warning("order %s of store %s: %s failed (%s); retry %d in %.1fs", row.external_id,
                        row.store_id, where, message, retries, delay,
                        extra={"store_id": row.store_id, "order_id": row.external_id})
-        self._update(pk, state=state, retries=retries, last_error=message,
-                     next_attempt_at=self.clock() + delay,
-                     event=("retry_scheduled", f"{where}: {message}; retry {retries} in {delay:.0f}s"))
+        if self._update(pk, state=state, retries=retries, last_error=message,
+                        next_attempt_at=self.clock() + delay, hold=owner,
+                        event=("retry_scheduled",
+                               f"{where}: {message}; retry {retries} in {delay:.0f}s")) is None:
+            return None  # the order went to another worker meanwhile
         return delay
 
     def _backoff(self, retries: int) -> float:
@@ -457,9 +503,14 @@ class Pipeline:
 
     # -- attempts ------------------------------------------------------------------------------
 
-    def _start_attempt(self, pk: int, store_id: str, external_id: str) -> Any:
+    def _start_attempt(self, pk: int, store_id: str, external_id: str,
+                       owner: str | None = None) -> Any:
         with self.engine.begin() as conn:
             now = self.clock()
+            if owner is not None:
+                # Still ours (and kept so for the call): a worker whose lease ran out must not
+                # supersede the attempt of the worker that has the order now.
+                self._hold(pk, owner, conn)
             last = conn.execute(_LAST_ATTEMPT, {"b_pk": pk}).first()
             if last is not None and last.state == "not_sent":
                 return conn.execute(_UPDATE_ATTEMPT.returning(db.attempts), {
@@ -511,6 +562,19 @@ class Pipeline:
                                          "lease_expires": now + self.settings.lease_seconds}
                                 ).first()
 
+    def _hold(self, pk: int, owner: str, conn: Connection | None = None) -> None:
+        """Renew this worker's lease before a call to another system; ``_LeaseLost`` when the
+        order is no longer this worker's."""
+        params = {"b_pk": pk, "b_holder": owner,
+                  "b_expires": self.clock() + self.settings.lease_seconds}
+        if conn is not None:
+            held = conn.execute(_HOLD, params).first()
+        else:
+            with self.engine.begin() as own:
+                held = own.execute(_HOLD, params).first()
+        if held is None:
+            raise _LeaseLost()
+
     def _release(self, pk: int, owner: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(_RELEASE, {"b_pk": pk, "b_owner": owner})
@@ -521,15 +585,23 @@ class Pipeline:
 
     def _update(self, pk: int, *, event: tuple[str, str] | None = None,
                 events: list[tuple[str, str]] = (), now: float | None = None,
-                release: str | None = None, **values: Any) -> Any:
-        """Update the order row (and record events) in one commit; return the row as it is now."""
+                release: str | None = None, hold: str | None = None, **values: Any) -> Any:
+        """Update the order row (and record events) in one commit; return the row as it is now.
+        With ``hold``, only while that worker holds the lease (renewed): None when it does not."""
         now = self.clock() if now is None else now
         params = {"b_pk": pk, "updated_at": now, **values}
+        stmt = _UPDATE_ORDER
         if release is not None:
             params["b_owner"] = release
+            stmt = _UPDATE_AND_RELEASE
+        elif hold is not None:
+            params["b_holder"] = hold
+            params.setdefault("lease_expires", now + self.settings.lease_seconds)
+            stmt = _UPDATE_HELD
         with self.engine.begin() as conn:
-            row = conn.execute(_UPDATE_AND_RELEASE if release is not None else _UPDATE_ORDER,
-                               params).first()
+            row = conn.execute(stmt, params).first()
+            if row is None:
+                return None
             for kind, message in ([event] if event else []) + list(events):
                 _event(conn, pk, now, kind, message)
         return row
@@ -567,6 +639,13 @@ _STILL_OURS = sa.and_(_o.lease_owner == sa.bindparam("b_owner"), ~sa.exists().wh
 _UPDATE_AND_RELEASE = _UPDATE_ORDER.values(
     lease_owner=sa.case((_STILL_OURS, None), else_=_o.lease_owner),
     lease_expires=sa.case((_STILL_OURS, None), else_=_o.lease_expires))
+# A final state gives the lease back in the same commit: an operator's retry, which leaves a held
+# order alone, may then follow at once.
+_LET_GO = {"lease_owner": None, "lease_expires": None}
+_UPDATE_HELD = _UPDATE_ORDER.where(_o.lease_owner == sa.bindparam("b_holder"))
+_HOLD = (db.orders.update().where(_o.id == sa.bindparam("b_pk"),
+                                  _o.lease_owner == sa.bindparam("b_holder"))
+         .values(lease_expires=sa.bindparam("b_expires")).returning(_o.id))
 _CLAIM = db.orders.update().where(
     _o.id == sa.bindparam("b_pk"), _needs_work(), _o.next_attempt_at <= sa.bindparam("b_due"),
     sa.or_(_o.lease_expires.is_(None), _o.lease_expires < sa.bindparam("b_now"))

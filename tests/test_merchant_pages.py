@@ -130,6 +130,17 @@ def test_send_the_link_again_and_disconnect(bridge, two_merchants, fake_wc):
     wait_for(lambda: len(fake_wc.notes(order["id"])) == 2)
     assert all(n["customer_note"] and row.invoice_url in n["note"] for n in fake_wc.notes(order["id"]))
     assert len(fake_wc.emails) == 2  # the customer got the link again
+    # An order a worker holds right now is left alone, and the page says why (not a 500).
+    import time as _time
+
+    from bridge import db as _db
+    with bridge.runtime.engine.begin() as conn:
+        conn.execute(_db.orders.update().where(_db.orders.c.id == row.id).values(
+            state="parked", lease_owner="another-worker", lease_expires=_time.time() + 300))
+    resp = owner.post(f"{bridge.url}/app/stores/{store.id}/orders/{row.id}/retry",
+                      data={"csrf_token": token}, timeout=5)
+    assert resp.status_code == 200 and "being worked on right now" in resp.text
+    assert bridge.order(order["id"]).lease_owner == "another-worker"
     for action in ("resend", "retry"):  # past a 64-bit row id: not found, not an overflow
         resp = owner.post(f"{bridge.url}/app/stores/{store.id}/orders/{2 ** 64}/{action}",
                           data={"csrf_token": token}, timeout=5)

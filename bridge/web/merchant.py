@@ -22,7 +22,7 @@ from flask import (Blueprint, abort, flash, g, redirect, render_template, reques
 from .. import db
 from ..accounts import SignInThrottled
 from ..app import runtime
-from ..errors import BridgeError, ConfigError, StoreError, UPayError
+from ..errors import BridgeError, ConfigError, OrderBusyError, StoreError, UPayError
 from ..i18n import text
 from ..models import Language, NotificationType
 from ..money import quantize
@@ -379,7 +379,12 @@ def activity(store_id: str) -> Any:
 def retry(store_id: str, pk: int) -> Any:
     record = _own_store(store_id)
     _own_order(record, pk)
-    runtime().pipeline.retry(pk)
+    try:
+        runtime().pipeline.retry(pk)
+    except OrderBusyError as exc:  # a worker holds it right now
+        flash(str(exc), "error")
+        return redirect(url_for("merchant.activity", store_id=record.id,
+                                q=request.form.get("q", "")), 303)
     flash(text(g.lang, "queued"), "ok")
     return redirect(url_for("merchant.activity", store_id=record.id, q=request.form.get("q", "")), 303)
 
