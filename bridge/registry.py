@@ -230,16 +230,25 @@ class StoreRegistry:
                secrets: Mapping[str, str] | None = None,
                upay_sandbox: bool | None = None, merchant_id: int | None = None) -> StoreRecord:
         self._forget(store_id)
-        record = self.get(store_id)
-        if settings is not None:
-            validate_settings(record.kind, settings)
-        merged = dict(record.secrets)
-        merged.update({k: v for k, v in (secrets or {}).items() if v})
-        record = replace(record, settings=settings or record.settings, secrets=merged,
-                         updated_at=time.time(),
-                         upay_sandbox=record.upay_sandbox if upay_sandbox is None else upay_sandbox,
-                         merchant_id=record.merchant_id if merchant_id is None else merchant_id)
         with self._engine.begin() as conn:
+            # Read and write in one transaction, the row locked (SQLite: BEGIN IMMEDIATE): two
+            # updates at once, say a webhook keeping Saleor's rotated JWKS while the merchant
+            # saves a new UPay key, each merge into what the other wrote instead of one
+            # overwriting the other's change with the copy it read before.
+            row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)
+                               .with_for_update()).first()
+            if row is None:
+                raise UnknownStoreError(f"no store with id {store_id!r}")
+            record = self._record(row)
+            if settings is not None:
+                validate_settings(record.kind, settings)
+            merged = dict(record.secrets)
+            merged.update({k: v for k, v in (secrets or {}).items() if v})
+            record = replace(
+                record, settings=settings or record.settings, secrets=merged,
+                updated_at=time.time(),
+                upay_sandbox=record.upay_sandbox if upay_sandbox is None else upay_sandbox,
+                merchant_id=record.merchant_id if merchant_id is None else merchant_id)
             conn.execute(db.stores.update().where(db.stores.c.id == store_id).values(
                 settings=record.settings.to_json(), upay_sandbox=record.upay_sandbox,
                 merchant_id=record.merchant_id,
