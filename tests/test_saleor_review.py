@@ -193,3 +193,22 @@ def test_woocommerce_email_with_a_lone_surrogate_is_cleaned(bridge_factory, conn
     order = webhooks.adapter_for(record).parse_order(body)
     assert order.customer.email == "fatima@example.com" and order.customer.phone == ""
     assert post_wc(bridge, record, body, secret=WEBHOOK_SECRET).status_code == 200
+
+
+def test_dashboard_tokens_with_unknown_key_ids_do_not_make_the_bridge_fetch_the_jwks_each_time(
+        installed, bridge, saleor):
+    """POST /saleor/app/session needs no credentials: twenty tokens under made-up key ids make
+    at most one JWKS fetch (the webhooks' per-store limit), each answered 401, never a 500."""
+    import jwt
+    import requests
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    before = _jwks_fetches(saleor)
+    for i in range(20):
+        token = jwt.encode({"app": installed.secrets["app_id"], "exp": time.time() + 60}, key,
+                           algorithm="RS256", headers={"kid": f"made-up-{i}"})
+        resp = requests.post(f"{bridge.url}/saleor/app/session", timeout=10,
+                             json={"token": token, "saleorApiUrl": installed.url})
+        assert resp.status_code == 401, resp.text
+    assert _jwks_fetches(saleor) - before <= 1

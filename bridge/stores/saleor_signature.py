@@ -133,8 +133,9 @@ class JwksRefetchLimiter:
         self._last: dict[str, tuple[float, Any]] = {}  # store key -> (fetched at, JWKS or None)
 
     def fetcher(self, key: str, signature: Any, cached_jwks: Any,
-                fetch: Callable[[], Mapping]) -> Callable[[], Mapping]:
-        kid = signature_kid(signature)
+                fetch: Callable[[], Mapping], *, kid: str | None = None) -> Callable[[], Mapping]:
+        """``kid``: the key id, when the token is not a detached JWS (the Dashboard's JWT)."""
+        kid = kid if kid is not None else signature_kid(signature)
 
         def limited() -> Mapping:
             cached = _rs256_keys(cached_jwks).get(kid) if kid else None

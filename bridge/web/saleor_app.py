@@ -22,7 +22,7 @@ from ..errors import BridgeError, ConfigError, SignatureError, StoreError
 from ..manifest import manifest
 from ..netguard import check_store_url
 from ..registry import StoreRecord, StoreSettings, validate_store_url
-from ..stores.saleor import SaleorStore
+from ..stores.saleor import JWKS_REFETCHES, SaleorStore
 from ..stores.saleor_signature import jwks_url_for
 
 logger = logging.getLogger(__name__)
@@ -180,9 +180,12 @@ def verify_dashboard_token(token: str, record: StoreRecord) -> dict[str, Any]:
         raise SignatureError("malformed token") from None
     if header.get("alg") != "RS256":
         raise SignatureError("not RS256")
-    jwks = json.loads(record.secrets.get("jwks") or '{"keys": []}')
+    cached = record.secrets.get("jwks")
+    jwks = json.loads(cached or '{"keys": []}')
     for attempt in range(2):
-        keys = {k.get("kid"): k for k in jwks.get("keys", [])}
+        listed = jwks.get("keys") if isinstance(jwks, dict) else None
+        keys = {k.get("kid"): k for k in (listed if isinstance(listed, list) else [])
+                if isinstance(k, dict)}
         jwk = keys.get(header.get("kid"))
         if jwk is not None:
             try:
@@ -191,13 +194,21 @@ def verify_dashboard_token(token: str, record: StoreRecord) -> dict[str, Any]:
             except jwt.PyJWTError as exc:
                 raise SignatureError(str(exc)) from None
         if attempt == 0:  # an unknown key id: Saleor may have rotated its key
-            try:
+            def fetch() -> dict[str, Any]:
                 resp = requests.get(jwks_url_for(record.url), timeout=(5, 15),
                                     allow_redirects=False)
                 # A redirect (not followed) or an error page is not the key set.
-                jwks = resp.json() if resp.status_code == 200 else None
-            except (requests.RequestException, ValueError):
-                jwks = None
-            if not isinstance(jwks, dict):
-                raise SignatureError("could not fetch the store's keys")
+                fetched = resp.json() if resp.status_code == 200 else None
+                if not isinstance(fetched, dict):
+                    raise ValueError("not a key set")
+                return fetched
+
+            # This endpoint needs no credentials: a made-up key id must not make the bridge
+            # fetch Saleor's keys on every request. The same per-store limit as the webhooks.
+            limited = JWKS_REFETCHES.fetcher(f"{record.id} {record.url}", "", cached, fetch,
+                                             kid=str(header.get("kid") or ""))
+            try:
+                jwks = dict(limited())
+            except (requests.RequestException, ValueError, TypeError, BridgeError):
+                raise SignatureError("could not fetch the store's keys") from None
     raise SignatureError("unknown key id")
