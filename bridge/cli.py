@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from . import db
 from .config import load_settings
 from .crypto import generate_key
-from .errors import BridgeError
+from .errors import BridgeError, ConfigError
 from .models import Language, NotificationType
 from .pipeline import order_attempts, order_events
 from .registry import StoreRecord, StoreSettings
@@ -34,7 +34,11 @@ def _setup_logging(level: str) -> None:
 def _runtime() -> Runtime:
     settings = load_settings()
     _setup_logging(settings.log_level)
-    return bootstrap(settings)
+    _engine(settings.database_url).dispose()  # a clear error for a URL no driver takes
+    try:
+        return bootstrap(settings)
+    except ValueError as exc:  # an unsupported queue URL (make_huey)
+        raise ConfigError(str(exc)) from None
 
 
 def _fail(message: str) -> None:
@@ -42,7 +46,32 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group()
+class _Main(click.Group):
+    """Ordinary bad input (a setting the bridge cannot use, a key that does not decrypt the
+    stored secrets, a database that does not answer) ends a command with one clear line on
+    stderr and exit status 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BridgeError as exc:
+            _fail(str(exc))
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # The driver's first line names host and port, never the URL's password.
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            _fail("the database does not answer: " + (reason[0] if reason else type(exc).__name__))
+
+
+def _engine(url: str) -> Any:
+    try:
+        return db.make_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ModuleNotFoundError):
+        # Not the URL itself in the message: it may hold the database password.
+        raise ConfigError("UPAY_BRIDGE_DATABASE_URL is not a database URL the bridge supports "
+                          "(sqlite:///path or postgresql://user@host/db)") from None
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="upay-bridge")
 def main() -> None:
     """UPay invoices for WooCommerce orders: the bridge's command line."""
@@ -53,8 +82,10 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", type=int, default=None, help="worker threads (default UPAY_BRIDGE_WORKERS)")
-@click.option("--threads", type=int, default=8, show_default=True, help="web server threads")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="worker threads (default UPAY_BRIDGE_WORKERS)")
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True,
+              help="web server threads")
 @click.option("--no-worker", is_flag=True, help="serve the web app only (workers run elsewhere)")
 def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bool) -> None:
     """Run the web app and the workers in one process (the embedded default)."""
@@ -83,7 +114,8 @@ def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bo
 
 
 @main.command()
-@click.option("--workers", type=int, default=None, help="worker threads (default UPAY_BRIDGE_WORKERS)")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="worker threads (default UPAY_BRIDGE_WORKERS)")
 def worker(workers: int | None) -> None:
     """Run workers only (the scale-out layout: web processes run `serve --no-worker`)."""
     rt = _runtime()
@@ -101,7 +133,7 @@ def db_group() -> None:
 def db_upgrade() -> None:
     """Create or migrate the database schema to the newest version."""
     settings = load_settings()
-    engine = db.make_engine(settings.database_url)
+    engine = _engine(settings.database_url)
     db.migrate(engine)
     click.echo("database is up to date")
 

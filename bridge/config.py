@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
 
 PREFIX = "UPAY_BRIDGE_"
 
@@ -55,10 +58,13 @@ class Settings:
         return replace(self, **overrides)
 
 
+class SettingsError(ConfigError, ValueError):
+    """A setting that the bridge cannot work with (a ``ConfigError``, and a ``ValueError`` as
+    settings errors always were)."""
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     """Comma-separated origins (scheme://host[:port]); anything else is a configuration error."""
-    from urllib.parse import urlsplit
-
     out = []
     for item in (x.strip().rstrip("/") for x in raw.split(",")):
         if not item:
@@ -66,20 +72,58 @@ def _origins(raw: str) -> tuple[str, ...]:
         parts = urlsplit(item)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path \
                 or parts.query or parts.fragment or "@" in parts.netloc:
-            raise ValueError(f"UPAY_BRIDGE_SALEOR_DASHBOARD_ORIGINS: {item!r} is not an origin "
-                             "such as https://dashboard.example.com")
+            raise SettingsError(f"UPAY_BRIDGE_SALEOR_DASHBOARD_ORIGINS: {item!r} is not an "
+                                "origin such as https://dashboard.example.com")
         out.append(f"{parts.scheme}://{parts.netloc.lower()}")
     return tuple(out)
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: Any, kind: type, minimum: float,
+            *, strict: bool) -> Any:
+    """A number from the environment: one the bridge cannot work with (not a number, zero or
+    negative where that makes no sense) is a configuration error naming the variable, rather
+    than a value accepted at start that breaks every request later (``requests`` refuses a
+    timeout of 0, a consumer with 0 workers runs no job at all)."""
     raw = env.get(PREFIX + name)
-    return float(raw) if raw not in (None, "") else default
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name} must be a{'n integer' if kind is int else ' number'}"
+                            f", got {raw.strip()[:40]!r}") from None
+    if value != value or value in (float("inf"), float("-inf")) \
+            or (value <= minimum if strict else value < minimum):
+        bound = f"greater than {minimum:g}" if strict else f"at least {minimum:g}"
+        raise SettingsError(f"{PREFIX}{name} must be {bound}, got {raw.strip()[:40]!r}")
+    return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(PREFIX + name)
-    return int(raw) if raw not in (None, "") else default
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0,
+           strict: bool = True) -> float:
+    return _number(env, name, default, float, minimum, strict=strict)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    return _number(env, name, default, int, minimum, strict=False)
+
+
+def _public_url(raw: str) -> str:
+    """The bridge's public base URL: scheme and host, optionally a path prefix (a proxy that
+    serves the bridge under one); every callback and webhook URL is this plus a path, so a
+    query, a fragment or user info would break (or leak into) all of them."""
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = parts._replace(scheme="")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or "@" in parts.netloc or "?" in value or "#" in value:
+        raise SettingsError(f"{PREFIX}PUBLIC_URL must be the bridge's base URL, such as "
+                            "https://pay.example.com (no query, fragment or user name), "
+                            f"got {value[:80]!r}")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -92,12 +136,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         data_dir=data_dir,
         database_url=env.get(PREFIX + "DATABASE_URL") or f"sqlite:///{data_dir / 'bridge.db'}",
         queue_url=env.get(PREFIX + "QUEUE_URL") or f"sqlite:///{data_dir / 'queue.db'}",
-        public_url=(env.get(PREFIX + "PUBLIC_URL") or host_port).rstrip("/"),
+        public_url=_public_url(env.get(PREFIX + "PUBLIC_URL") or host_port),
         queue_name=env.get(PREFIX + "QUEUE_NAME") or "upay-bridge",
         upay_sandbox_url=env.get(PREFIX + "UPAY_SANDBOX_URL") or DEFAULT_UPAY_SANDBOX_URL,
         upay_production_url=env.get(PREFIX + "UPAY_PRODUCTION_URL") or DEFAULT_UPAY_PRODUCTION_URL,
         secret_keys=keys,
-        workers=_int(env, "WORKERS", 8),
+        workers=_int(env, "WORKERS", 8, minimum=1),
         upay_connect_timeout=_float(env, "UPAY_CONNECT_TIMEOUT", 5.0),
         upay_read_timeout=_float(env, "UPAY_READ_TIMEOUT", 30.0),
         store_connect_timeout=_float(env, "STORE_CONNECT_TIMEOUT", 5.0),
@@ -105,10 +149,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         lease_seconds=_float(env, "LEASE_SECONDS", 300.0),
         retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 5.0),
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 1800.0),
-        max_retries=_int(env, "MAX_RETRIES", 12),
-        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 60.0),
-        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
-        status_rate_limit=_int(env, "STATUS_RATE_LIMIT", 30),
+        max_retries=_int(env, "MAX_RETRIES", 12, minimum=0),
+        sweep_grace_seconds=_float(env, "SWEEP_GRACE_SECONDS", 60.0, strict=False),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
+        status_rate_limit=_int(env, "STATUS_RATE_LIMIT", 30, minimum=1),
         status_rate_window=_float(env, "STATUS_RATE_WINDOW", 60.0),
         saleor_allowed_api_urls=env.get(PREFIX + "SALEOR_ALLOWED_API_URLS", ""),
         saleor_dashboard_origins=_origins(env.get(PREFIX + "SALEOR_DASHBOARD_ORIGINS", "")),

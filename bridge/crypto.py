@@ -51,17 +51,38 @@ class SecretBox:
                     info=b"upay-bridge:" + purpose).derive(self._keys[0].encode("ascii"))
 
     def rotate(self, token: str) -> str:
-        return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        try:
+            return self._fernet.rotate(token.encode("ascii")).decode("ascii")
+        except InvalidToken as exc:
+            raise ConfigError("a stored secret cannot be decrypted with the configured keys "
+                              "(keep the old key after the new one in UPAY_BRIDGE_SECRET_KEY "
+                              "until rotate-secrets has run); nothing was changed") from exc
 
 
 def generate_key() -> str:
     return Fernet.generate_key().decode("ascii")
 
 
+def _file_key(path: Path) -> str | None:
+    """The key generated into the data directory, when there is a valid one."""
+    try:
+        key = path.read_text().strip()
+        Fernet(key.encode())
+    except (OSError, ValueError, TypeError, UnicodeError):
+        return None
+    return key
+
+
 def load_or_create_keys(configured: tuple[str, ...], data_dir: Path) -> tuple[str, ...]:
-    if configured:
-        return configured
     path = data_dir / KEY_FILE
+    if configured:
+        # A bridge that started without the variable encrypted its secrets with the generated
+        # key: once the variable is set (the warning below asks for it), that key still
+        # decrypts, after the configured ones, until `rotate-secrets` has re-encrypted them.
+        generated = _file_key(path)
+        if generated is not None and generated not in configured:
+            return (*configured, generated)
+        return configured
     if path.exists():
         return (path.read_text().strip(),)
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -62,8 +62,9 @@ def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = Fa
         path.parent.mkdir(parents=True, exist_ok=True)
         return Huey(name, storage_class=_QueueFileStorage, filename=str(path), results=False,
                     utc=True, timeout=30)
-    raise ValueError(f"unsupported UPAY_BRIDGE_QUEUE_URL {queue_url!r} "
-                     "(use sqlite:///path, redis://host:port/db or memory://)")
+    # Only the scheme: the rest of the URL may hold the queue's password.
+    raise ValueError(f"unsupported UPAY_BRIDGE_QUEUE_URL scheme {queue_url.split(':', 1)[0][:20]!r}"
+                     " (use sqlite:///path, redis://host:port/db or memory://)")
 
 
 class Jobs:
