@@ -259,7 +259,10 @@ class StoreRegistry:
     def rotate_secrets(self) -> int:
         """Re-encrypt every store's secrets with the newest key (after adding a key in front)."""
         with self._engine.begin() as conn:
-            rows = conn.execute(sa.select(db.stores.c.id, db.stores.c.secrets)).all()
+            # Locked (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises already): an update of a
+            # store between this read and the write below would be overwritten with the old copy.
+            rows = conn.execute(sa.select(db.stores.c.id, db.stores.c.secrets)
+                                .with_for_update()).all()
             for row in rows:
                 conn.execute(db.stores.update().where(db.stores.c.id == row.id)
                              .values(secrets=self._box.rotate(row.secrets)))
