@@ -126,6 +126,10 @@ class Payments:
             # Over UPay's budget for this key: ask again when a slot frees, never exceed it.
             self.schedule(pk, hint, wait)
             return "rate-limited"
+        # Signals merged into this check while it was queued may name another invoice of the
+        # order: each gets a check of its own (reconcile does not look at a paid order).
+        self._check_merged(pk, hint, attempts)
+        hint.pop("since", None)  # a retry of this check does not queue them again
         try:
             tx = self.pipeline._client(record).get_payment_status(**lookup)
         except UPayError as exc:
@@ -143,6 +147,11 @@ class Payments:
             with self.engine.begin() as conn:
                 _event(conn, pk, self.clock(), "suspicious",
                        f"{source} claimed CAPTURED; UPay says {verdict.result or 'nothing'}")
+        if verdict.outcome != Outcome.PENDING:
+            # Every check with an answer counts (a pending one counts in _next_check): the count
+            # turns reconcile's lookups, and a lookup answered "not paid" or "mismatch" again and
+            # again must not hold the rotation on itself for ever.
+            self._set(pk, check_count=db.orders.c.check_count + 1)
         return self._apply(row, record, verdict, attempts, source)
 
     def _lookup(self, attempts: list[Any], track_id: str, upay_order_id: str) -> dict | None:
@@ -344,7 +353,42 @@ class Payments:
             last = row.signal_check_at
             run_at = now if last is None else max(now, last + gap)
             conn.execute(db.orders.update().where(o.id == pk).values(signal_check_at=run_at))
-        self.schedule(pk, hint, run_at - now)
+        # "since": signals recorded from now until the check runs merge into it (see
+        # _check_merged).
+        self.schedule(pk, dict(hint, since=repr(now)), run_at - now)
+
+    def _check_merged(self, pk: int, hint: Mapping[str, str], attempts: list[Any]) -> None:
+        """Queue a check for each other invoice of the order named by a notification that was
+        merged into this queued check: the check asks only about its own signal's invoice, and
+        a second payment on another invoice (the order already paid) would never be looked
+        at. At most one per attempt of the order, so a flood of forged notifications still
+        cannot spend the key's budget."""
+        try:
+            since = float(hint.get("since") or 0)
+        except ValueError:
+            return
+        if not since:
+            return
+        by_order_id = {a.upay_order_id: a for a in attempts}
+        n = db.notifications.c
+        with db.reading(self.engine) as conn:
+            signals = conn.execute(sa.select(n.fields).where(
+                n.order_id == pk, n.kind == "notify", n.state == "matched",
+                n.received_at >= since).order_by(n.id.desc()).limit(50)).scalars().all()
+        seen = {hint.get("upay_order_id", "")}
+        for raw in signals:
+            try:
+                fields = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(fields, dict):
+                continue
+            fields = {k: str(v) for k, v in fields.items()}
+            upay_order_id = fields.get("requested_order_id", "")[:40]
+            if upay_order_id in seen or upay_order_id not in by_order_id:
+                continue
+            seen.add(upay_order_id)
+            self.schedule(pk, _hint("notify", fields, upay_order_id), 0.0)
 
     def _next_check(self, row: Any, follow_up: bool = False, count: bool = True) -> None:
         now = self.clock()

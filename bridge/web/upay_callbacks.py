@@ -32,8 +32,13 @@ def _known(fields: Any) -> dict[str, str]:
     if not isinstance(fields, dict):
         return {}
     # NUL bytes are dropped: PostgreSQL's text cannot hold them, and no id UPay sends has one.
-    return {k: str(fields[k]).replace("\x00", "")[:200] for k in FIELDS
+    # A lone surrogate (JSON's "\ud800") cannot be encoded for the database or a URL: "?".
+    return {k: _clean(str(fields[k]))[:200] for k in FIELDS
             if k in fields and fields[k] is not None}
+
+
+def _clean(value: str) -> str:
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _token(token: str) -> str:
