@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import html
 import json
 import logging
 import re
@@ -38,13 +37,41 @@ CATCH_UP_PAGE_SIZE = 50
 _WEBHOOK_PAGES = 10  # 100 webhooks a page; a store has a handful
 
 
+# wp_specialchars_decode($text, ENT_QUOTES): numeric forms are first normalised, then a single
+# strtr() pass over these entities only. Not html.unescape(), which also decodes "&copy;",
+# "&#65;" and legacy entities without ";" ("&amp", "&LT"), none of which WordPress touches.
+_WP_ENTITY_NORMALISE = (
+    (re.compile(r"&#0*39;"), "&#039;"), (re.compile(r"&#x0*27;", re.I), "&#x27;"),
+    (re.compile(r"&#0*34;"), "&#034;"), (re.compile(r"&#x0*22;", re.I), "&#x22;"),
+    (re.compile(r"&#0*60;"), "&#060;"), (re.compile(r"&#0*62;"), "&#062;"),
+    (re.compile(r"&#0*38;"), "&#038;"), (re.compile(r"&#x0*26;", re.I), "&#x26;"),
+)
+_WP_ENTITIES = {
+    "&#039;": "'", "&#x27;": "'", "&quot;": '"', "&#034;": '"', "&#x22;": '"',
+    "&lt;": "<", "&#060;": "<", "&gt;": ">", "&#062;": ">", "&amp;": "&", "&#038;": "&",
+    "&#x26;": "&",
+}
+_WP_ENTITY_RE = re.compile("|".join(re.escape(k) for k in sorted(_WP_ENTITIES, key=len,
+                                                                   reverse=True)))
+
+
+def wp_specialchars_decode(text: str) -> str:
+    """WordPress ``wp_specialchars_decode($text, ENT_QUOTES)`` (woocommerce.md §1.3)."""
+    if "&" not in text:
+        return text
+    for pattern, replacement in _WP_ENTITY_NORMALISE:
+        text = pattern.sub(replacement, text)
+    return _WP_ENTITY_RE.sub(lambda m: _WP_ENTITIES[m.group(0)], text)
+
+
 def webhook_signature(body: bytes, secret: str) -> str:
     """WooCommerce's ``X-WC-Webhook-Signature``: base64 of the raw HMAC-SHA256 of the body.
 
     WooCommerce runs the secret through ``wp_specialchars_decode(…, ENT_QUOTES)`` before
-    signing (woocommerce.md §1.3), so an entity typed into the admin form signs as its character.
+    signing (woocommerce.md §1.3), so ``&amp;`` typed into the admin form signs as ``&``, while
+    any other entity-like text (``&copy;``, ``&amp`` without ``;``) signs as typed.
     """
-    key = html.unescape(secret) if "&" in secret else secret
+    key = wp_specialchars_decode(secret)
     digest = hmac_sha256(key.encode("utf-8"), body)
     return base64.b64encode(digest).decode("ascii")
 
