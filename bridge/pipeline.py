@@ -451,14 +451,24 @@ class Pipeline:
         for action in actions:
             data = json.loads(action.data)
             if action.kind == "mark_paid":
+                language = record.settings.language
+
+                def queue_reopened_note() -> None:
+                    # Queued before the PUT that re-opens the order: if its answer is lost, the
+                    # retry finds the order paid ("already_paid") and could not tell the
+                    # merchant it had been cancelled (stock it released may be gone).
+                    self.add_action(row.id, "note", f"cancel-note:{row.id}",
+                                    text=paid_after_cancel_note(True, language))
+
                 result = store.mark_paid(row.external_id, data["transaction_id"],
                                          paid_status=record.settings.paid_status,
-                                         reopen_cancelled=record.settings.paid_after_cancel == "reopen")
+                                         reopen_cancelled=record.settings.paid_after_cancel == "reopen",
+                                         before_reopen=queue_reopened_note)
                 message = f"{result.outcome} (order {result.status} at the store)"
                 self._finish_action(action.id, row.id, message, "store_paid")
                 if result.outcome in ("reopened", "cancelled_left"):
                     self.add_action(row.id, "note", f"cancel-note:{row.id}", text=paid_after_cancel_note(
-                        result.outcome == "reopened", record.settings.language))
+                        result.outcome == "reopened", language))
                     self._run_actions(row, record, store)
                     return
             elif action.kind == "note":

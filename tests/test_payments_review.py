@@ -9,7 +9,7 @@ from bridge import db
 from bridge.pipeline import order_events
 
 from .conftest import wait_for
-from .test_payments import _both_invoices_paid, invoiced, payments
+from .test_payments import _both_invoices_paid, invoiced, notes_with, payments
 
 BOTH_LAYOUTS = True
 
@@ -110,3 +110,21 @@ def test_second_payment_whose_notification_merged_is_still_flagged(bridge, conne
         [lost.track_id, fake_upay.invoices[second.invoice_id].track_id])
     wait_for(lambda: [n for n in shop.notes(order["id"]) if "paid twice" in n["note"]
                       or "second confirmed" in n["note"]])
+
+
+def test_reopened_note_survives_a_lost_answer_to_the_reopening(bridge, connect_store, shop,
+                                                               fake_upay):
+    """The store cancelled the unpaid order, then the payment came. The PUT that re-opens it
+    took effect but its answer was lost: the retry finds the order paid ("already_paid"). The
+    note telling the merchant the order was re-opened is still written, once."""
+    connect_store(bridge, paid_after_cancel="reopen")
+    order, row = invoiced(bridge, shop)
+    shop.set_order_status(order["id"], "cancelled", "Unpaid order cancelled - time limit reached.")
+    # The write happens; the answer comes after the bridge's store read timeout (2 s in tests).
+    shop.faults.add("timeout", path_contains=f"orders/{order['id']}", method="PUT", seconds=3.0)
+    fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    wait_for(lambda: notes_with(shop, order["id"], "re-opened"), timeout=60)
+    assert shop.order(order["id"])["status"] == "processing"
+    wait_for(lambda: notes_with(shop, order["id"], "Payment confirmed"), timeout=60)
+    wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    assert len(notes_with(shop, order["id"], "re-opened")) == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -153,7 +153,8 @@ class SaleorStore:
         return None
 
     def mark_paid(self, order_id: str, transaction_id: str, *, paid_status: str = "",
-                  reopen_cancelled: bool = True) -> PaidResult:
+                  reopen_cancelled: bool = True,
+                  before_reopen: Callable[[], None] | None = None) -> PaidResult:
         order = self.get_order(order_id)
         gross = (order.get("total") or {}).get("gross") or {}
         tx = self._our_transaction(order, None)

@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 import requests
@@ -178,7 +178,8 @@ class WooCommerceStore:
         return None
 
     def mark_paid(self, order_id: str, transaction_id: str, *, paid_status: str = "processing",
-                  reopen_cancelled: bool = True) -> PaidResult:
+                  reopen_cancelled: bool = True,
+                  before_reopen: Callable[[], None] | None = None) -> PaidResult:
         """Move the order to paid the way WooCommerce accepts it; safe to repeat.
 
         ``set_paid`` only acts while the order needs payment (pending or failed); WooCommerce
@@ -198,6 +199,8 @@ class WooCommerceStore:
             return PaidResult("cancelled_left", status)
         else:
             return PaidResult("left", status)
+        if status == "cancelled" and before_reopen is not None:
+            before_reopen()
         updated = self._call("put", f"orders/{int(order_id)}", data)
         new_status = str(updated.get("status", "")) if isinstance(updated, dict) else ""
         if new_status not in ("processing", "completed"):
