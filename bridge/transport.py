@@ -13,6 +13,8 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from .errors import StoreResponseError
 from urllib3.util.retry import Retry
 
 #: Connections kept per host; the worker threads of one process share them.
@@ -106,3 +108,18 @@ def redirect_location(resp: requests.Response) -> str | None:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))[:300]
+
+
+def refuse_redirect(resp: requests.Response, who: str) -> None:
+    """StoreResponseError when ``resp`` is a 3xx, which store calls never follow.
+
+    Following it would send the request (keys, signature, app token, order data) to an address
+    the store-URL check never saw. A moved site, a forced https or a canonical host gives the
+    same answer on every try until the merchant changes the address: a permanent error.
+    """
+    location = redirect_location(resp)
+    if location is not None:
+        raise StoreResponseError(
+            f"{who} answered with a redirect (HTTP {resp.status_code}) to "
+            f"{location or 'no address'}; the bridge does not follow redirects: update the "
+            "store URL to the final address", resp.status_code, "redirect")

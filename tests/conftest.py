@@ -313,3 +313,23 @@ def installed(bridge: Bridge, saleor: FakeSaleor) -> StoreRecord:
     assert record is not None and record.secrets["app_token"] == result.token
     bridge.runtime.registry.update(record.id, secrets={"upay_api_key": UPAY_KEY})
     return bridge.runtime.registry.get(record.id)
+
+
+# The settings page's browser tests: Debian's chromium, driven by playwright (which cannot
+# download a browser here).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium must be installed in CI (.ci/run installs it)")
+        pytest.skip("chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

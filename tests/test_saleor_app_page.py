@@ -10,8 +10,6 @@ test_browser.py::test_saleor_dashboard_opens_the_settings_in_its_iframe.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlencode, urlsplit
 
@@ -23,24 +21,10 @@ from bridge.fakes.server import ServedApp, serve_wsgi
 from bridge.registry import StoreRecord
 
 from .conftest import Bridge
-from .test_browser import ARGS, CHROMIUM
 
 SESSION_PATH = "/saleor/app/session"
 # How long a page that did act on a message would need to ask for a session: far less than this.
 SETTLE_MS = 1500
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium must be installed in CI (.ci/run installs it)")
-        pytest.skip("chromium is not installed")
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

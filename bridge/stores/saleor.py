@@ -19,7 +19,7 @@ from ..errors import (OrderNotFoundError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
 from ..models import Order
 from ..registry import StoreRecord
-from ..transport import SessionCache, redirect_location
+from ..transport import SessionCache, refuse_redirect
 from . import META_INVOICE_ID, META_INVOICE_URL, PaidResult, WebhookEvent
 from .payload import decode_json
 from .saleor_payload import order_from_saleor
@@ -98,12 +98,7 @@ class SaleorStore:
             resp = self._session.get(jwks_url_for(self.api_url), timeout=self.timeout,
                                      allow_redirects=False)
             # raise_for_status() lets a 3xx through: its body is not the store's keys.
-            location = redirect_location(resp)
-            if location is not None:
-                raise StoreResponseError(
-                    f"could not fetch the store's JWKS: it answered with a redirect "
-                    f"(HTTP {resp.status_code}) to {location or 'no address'}, which the bridge "
-                    "does not follow", resp.status_code, "redirect")
+            refuse_redirect(resp, "Saleor's key set (JWKS)")
             resp.raise_for_status()
             return resp.json()
         except (requests.RequestException, ValueError) as exc:
@@ -200,14 +195,7 @@ class SaleorStore:
                                       timeout=self.timeout, allow_redirects=False)
         except requests.exceptions.RequestException as exc:
             raise StoreConnectionError(f"could not reach Saleor: {type(exc).__name__}") from None
-        location = redirect_location(resp)
-        if location is not None:
-            # Not followed (the app token would go along, past check_store_url), and the same
-            # answer on every try: a permanent error, like the other refusals below.
-            raise StoreResponseError(
-                f"Saleor answered with a redirect (HTTP {resp.status_code}) to "
-                f"{location or 'no address'}; the bridge does not follow redirects: update the "
-                "store URL to the final address", resp.status_code, "redirect")
+        refuse_redirect(resp, "Saleor")  # permanent, like the other refusals below
         try:
             body = resp.json()
         except ValueError:

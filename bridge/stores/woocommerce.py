@@ -19,7 +19,7 @@ import simplejson
 from woocommerce import API
 
 from ..digests import hmac_sha256
-from ..transport import SessionCache, redirect_location
+from ..transport import SessionCache, refuse_redirect
 
 from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
                       StoreConnectionError, StoreResponseError, StoreServerError)
@@ -311,14 +311,7 @@ def _same_url(a: str, b: str) -> bool:
 
 def _checked(resp: requests.Response) -> Any:
     status = resp.status_code
-    location = redirect_location(resp)
-    if location is not None:
-        # A moved site, a forced https or a canonical host: the same answer on every try until
-        # the merchant changes the address, so a permanent error (the order is parked).
-        raise StoreResponseError(
-            f"the store answered with a redirect (HTTP {status}) to {location or 'no address'}; "
-            "the bridge does not follow redirects: update the store URL to the final address",
-            status, "redirect")
+    refuse_redirect(resp, "the store")  # permanent: the order is parked
     try:
         body = simplejson.loads(resp.text, use_decimal=True)
     except ValueError:
