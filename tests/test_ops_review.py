@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,10 @@ from bridge.config import load_settings
 from bridge.crypto import generate_key
 from bridge.errors import ConfigError
 
+from .test_serve import command
+
 SECRETS = ["--consumer-key", "ck_0123456789abcdef", "--consumer-secret", "cs_fedcba9876543210",
            "--webhook-secret", "whsec-ops-review", "--upay-api-key", "upay-live-key-123456"]
-
-
-def command(*args: str) -> list[str]:
-    script = Path(sys.executable).parent / "upay-bridge"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "bridge.cli", *args]
 
 
 @pytest.fixture
