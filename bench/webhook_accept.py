@@ -101,10 +101,10 @@ def run_server(app: Any, threads: int, path: str) -> None:
     "Task queue depth" warning held back to one line per 10 s, as ``upay-bridge serve`` does."""
     from waitress.server import create_server
 
-    from bridge.logging_setup import hold_back_repeats
+    from bridge.logging_setup import hold_back_queue_warnings
 
-    hold_back_repeats("waitress.queue")
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+    hold_back_queue_warnings(server)
     print(json.dumps({"port": server.effective_port, "path": path}), flush=True)
     server.run()
 

@@ -6,9 +6,10 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -97,6 +98,36 @@ class Accounts:
             # Incremented in SQL, not read-modify-write: two sign-outs at once both count.
             conn.execute(db.merchants.update().where(db.merchants.c.id == merchant_id)
                          .values(session_version=db.merchants.c.session_version + 1))
+
+    def dashboard_session_versions(self, store_ids: Iterable[str]) -> dict[str, int]:
+        """The Dashboard session version of each of these stores; a store that is gone (removed
+        from the bridge) is missing from the answer, so its sessions end too."""
+        ids = [str(i)[:16] for i in store_ids]
+        if not ids:
+            return {}
+        d = db.dashboard_sessions.c
+        with db.reading(self.engine) as conn:
+            rows = conn.execute(
+                sa.select(db.stores.c.id, sa.func.coalesce(d.version, 0))
+                .select_from(db.stores.outerjoin(db.dashboard_sessions,
+                                                 d.store_id == db.stores.c.id))
+                .where(db.stores.c.id.in_(ids))).all()
+        return {store_id: version for store_id, version in rows}
+
+    def end_dashboard_sessions(self, store_id: str) -> None:
+        """End every Saleor Dashboard session of the store (the sign-out of a Dashboard session,
+        a reinstall of the app): like a merchant's, a Dashboard session's cookie is stateless,
+        and only a version it no longer matches refuses its copies."""
+        d = db.dashboard_sessions.c
+        dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
+        # One upsert, raised in SQL: two sign-outs at once both count. Inserted only for a store
+        # that exists (the row's foreign key), so a store removed meanwhile is no error.
+        stmt = dialect.insert(db.dashboard_sessions).from_select(
+            ["store_id", "version"],
+            sa.select(db.stores.c.id, sa.literal(1)).where(db.stores.c.id == store_id[:16]),
+        ).on_conflict_do_update(index_elements=["store_id"], set_={"version": d.version + 1})
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
 
     def set_language(self, merchant_id: int, language: str) -> None:
         if language not in ("en", "ar"):

@@ -34,6 +34,11 @@ class _JSONProvider(DefaultJSONProvider):
         return value
 
 
+#: The bridge's errors that are the caller's fault, and how every endpoint answers them.
+CLIENT_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    SignatureError: (401, "bad_signature"), UnknownStoreError: (404, "unknown_store"),
+    MalformedBodyError: (400, "malformed_body"), InvalidPayloadError: (422, "invalid_payload")}
+
 _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                      ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
 
@@ -116,12 +121,9 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
     app.register_blueprint(saleor_app.bp)
     app.add_url_rule("/", "index", lambda: redirect(url_for("merchant.home")))
 
-    app.register_error_handler(SignatureError, lambda e: error_response(401, "bad_signature", str(e)))
-    app.register_error_handler(UnknownStoreError, lambda e: error_response(404, "unknown_store", str(e)))
-    app.register_error_handler(MalformedBodyError,
-                               lambda e: error_response(400, "malformed_body", str(e)))
-    app.register_error_handler(InvalidPayloadError,
-                               lambda e: error_response(422, "invalid_payload", str(e)))
+    for cls, (status, code) in CLIENT_ERRORS.items():
+        app.register_error_handler(
+            cls, lambda e, status=status, code=code: error_response(status, code, str(e)))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
 
@@ -149,6 +151,8 @@ def create_app(runtime: Runtime | None = None, test_config: Mapping[str, Any] | 
                 f"frame-ancestors {frame_ancestors}")
         return resp
 
+    # Store webhooks are served in front of Flask (see bridge/web/webhooks.py for why).
+    app.wsgi_app = webhooks.WebhookEndpoint(app.wsgi_app, runtime, CLIENT_ERRORS)  # type: ignore[method-assign]
     return app
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 import json
 import secrets as pysecrets
 import signal
+import socket
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import sqlalchemy as sa
 
 from . import db
-from .config import load_settings
+from .config import Settings, load_settings
 from .crypto import generate_key
 from .errors import BridgeError, ConfigError
 from .models import Language, NotificationType
+from .netguard import check_store_url
 from .pipeline import order_attempts, order_events
-from .registry import StoreRecord, StoreSettings
+from .registry import StoreRecord, StoreSettings, validate_store_url
 from .runtime import Runtime, bootstrap
 
 
@@ -31,8 +34,8 @@ def _setup_logging(level: str) -> None:
     configure(level, os.environ.get("UPAY_BRIDGE_LOG_FORMAT", "json"))
 
 
-def _runtime() -> Runtime:
-    settings = load_settings()
+def _runtime(settings: Settings | None = None) -> Runtime:
+    settings = settings or load_settings()
     _setup_logging(settings.log_level)
     _engine(settings.database_url).dispose()  # a clear error for a URL no driver takes
     try:
@@ -89,9 +92,10 @@ def main() -> None:
 @click.option("--no-worker", is_flag=True, help="serve the web app only (workers run elsewhere)")
 def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bool) -> None:
     """Run the web app and the workers in one process (the embedded default)."""
-    from waitress import serve as waitress_serve
+    from waitress.server import create_server
 
     from .app import create_app
+    from .logging_setup import hold_back_queue_warnings
 
     rt = _runtime()
     app = create_app(rt)
@@ -104,7 +108,9 @@ def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bo
     click.echo(f"upay-bridge listening on http://{host}:{port} "
                f"(public URL {rt.settings.public_url}, data in {rt.settings.data_dir})")
     try:
-        waitress_serve(app, host=host, port=port, threads=threads, ident="upay-bridge")
+        server = create_server(app, host=host, port=port, threads=threads, ident="upay-bridge")
+        hold_back_queue_warnings(server)
+        server.run()
     except KeyboardInterrupt:
         pass
     finally:
@@ -229,15 +235,23 @@ def _store_json(rt: Runtime, record: StoreRecord) -> dict[str, Any]:
               help="stop asking UPay about an unpaid invoice after this many hours")
 @click.option("--merchant", "merchant_email", default=None,
               help="the merchant account that sees this store on the settings page")
+@click.option("--allow-private", is_flag=True,
+              help="accept a store on a loopback, private or link-local address (this store "
+                   "only; UPAY_BRIDGE_ALLOW_PRIVATE_STORE_URLS=1 allows it everywhere)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret: str,
               webhook_secret: str | None, upay_api_key: str, upay_sandbox: bool,
               notification_type: str, language: str, note_kind: str,
               payment_methods: tuple[str, ...], statuses: tuple[str, ...],
               currencies: tuple[str, ...], paid_status: str, paid_after_cancel: str,
-              reconcile_expiry_hours: float, merchant_email: str | None, as_json: bool) -> None:
+              reconcile_expiry_hours: float, merchant_email: str | None, allow_private: bool,
+              as_json: bool) -> None:
     """Register a store; prints its id and the webhook delivery URL."""
-    rt = _runtime()
+    config = load_settings()
+    # Checked before anything is written (or the database is even opened).
+    checked = check_store_address(
+        url, kind, allow_private=allow_private or config.allow_private_store_urls)
+    rt = _runtime(config)
     generated = webhook_secret is None
     webhook_secret = webhook_secret or pysecrets.token_urlsafe(32)
     settings = StoreSettings(
@@ -271,8 +285,33 @@ def store_add(kind: str, url: str, name: str, consumer_key: str, consumer_secret
     click.echo(f"webhook URL:  {out['webhook_url']}")
     if generated:
         click.echo(f"webhook secret (shown once): {webhook_secret}")
+    if not checked:
+        click.echo(f"note: {urlsplit(record.url).hostname} does not resolve from this machine; "
+                   "its address was not checked")
     click.echo("In WooCommerce: Settings > Advanced > Webhooks > Add webhook, topic "
                "'Order created', with the URL and secret above.")
+
+
+def check_store_address(url: str, kind: str, *, allow_private: bool) -> bool:
+    """The connect form's address check, for ``store add``: a ``ConfigError`` (one ``error:``
+    line, exit 1) for a store on a loopback, private, link-local or shared address, unless
+    ``allow_private``. Returns False when the host name does not resolve from here: then there
+    is no address to judge, and an operator may register a store before its DNS answers (or
+    from a machine with another resolver), so it is let through, unchecked."""
+    url = validate_store_url(url, kind)  # a malformed URL keeps its own message
+    if allow_private:
+        return True
+    host = urlsplit(url).hostname or ""
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return False
+    try:
+        check_store_url(url, allow_private=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (pass --allow-private for a store on the bridge's own "
+                          "network)") from None
+    return True
 
 
 @store.command("list")

@@ -8,15 +8,23 @@ Timestamps are UTC epoch seconds (floats): simple to compare in both databases.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sqlite3
 import threading
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+
+logger = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -30,6 +38,16 @@ merchants = sa.Table(
     # Raised by "sign out": a session cookie carries the version it was issued under, and one
     # from an older version is refused (the cookie itself is stateless and cannot be revoked).
     sa.Column("session_version", sa.Integer, nullable=False, server_default="0"),
+)
+
+# The session version of the Saleor Dashboard's sessions of each store (migration 0007): those
+# sessions have no merchant account, so the account's version cannot end them. No row means
+# version 0.
+dashboard_sessions = sa.Table(
+    "dashboard_sessions", metadata,
+    sa.Column("store_id", sa.String(16), sa.ForeignKey("stores.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
 )
 
 installs = sa.Table(
@@ -288,9 +306,13 @@ def reading(engine: Engine) -> Connection:
     return engine.connect().execution_options(**{READ_ONLY: True})
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10, connect_timeout: float | None = None,
+                statement_timeout: float | None = None) -> Engine:
     """The engine for ``url``; ``pool_size`` is how many threads of this process may hold a
-    connection at once (web threads plus workers) before the others wait for one."""
+    connection at once (web threads plus workers) before the others wait for one.
+
+    On PostgreSQL, ``connect_timeout`` and ``statement_timeout`` (seconds; CONNECT_TIMEOUT and
+    STATEMENT_TIMEOUT by default) bound every wait on the server (see below)."""
     if url.startswith("sqlite"):
         path = url.split("sqlite:///", 1)[-1]
         if path and path != ":memory:":
@@ -327,8 +349,131 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=max(20, pool_size),
-                            pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=pool_size, max_overflow=max(20, pool_size),
+                              pool_pre_ping=True)
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        _bound_postgres_waits(engine, CONNECT_TIMEOUT if connect_timeout is None
+                              else connect_timeout,
+                              STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout)
+    return engine
+
+
+# -- PostgreSQL that stops answering ----------------------------------------------------------
+#
+# psycopg waits for an answer without any limit of its own (130 s to connect): a server that
+# accepts TCP but never answers (hung, or behind a stuck proxy) held the thread that asked, a web
+# thread or a worker, and its pooled connection for as long as the stall lasted, and /healthz
+# hung instead of answering 503. TCP keepalives and tcp_user_timeout do not help there, since
+# the peer's kernel still acknowledges every byte. So the bridge bounds every wait itself:
+#
+# - connecting: libpq's ``connect_timeout`` (a ``connect_timeout`` in the URL wins);
+# - a slow statement (a lock wait, a bad plan): the server's ``statement_timeout``, sent as a
+#   startup option; generous, since workers lock order rows (SELECT ... FOR UPDATE) and wait for
+#   each other, and the connection stays usable after the server cancels the statement;
+# - no answer at all: the client gives up STALL_GRACE seconds after the statement timeout
+#   would have fired on a live server, and closes the connection (its state is unknown), which
+#   SQLAlchemy then takes for a disconnect and drops from the pool.
+#
+# Migrations lift both limits (see migrate), and a probe can shorten them (see deadline).
+
+#: Seconds a new PostgreSQL connection may take (libpq counts whole seconds, at least 2).
+CONNECT_TIMEOUT = 5
+#: Seconds one statement may run on PostgreSQL before the server cancels it.
+STATEMENT_TIMEOUT = 30.0
+#: Seconds past the statement timeout the client waits for any answer before giving up.
+STALL_GRACE = 5.0
+
+# The end (time.monotonic()) of the current thread's deadline() block, if any.
+_DEADLINE: ContextVar[float | None] = ContextVar("bridge_db_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """Within the block, give up on PostgreSQL after about ``seconds`` in all: connecting,
+    a pool's pre-ping, statements, commit and rollback of this thread (no effect on SQLite, or
+    with ``None``). For probes such as /healthz, which must answer promptly."""
+    if seconds is None:
+        yield
+        return
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _remaining() -> float | None:
+    end = _DEADLINE.get()
+    return None if end is None else end - time.monotonic()
+
+
+@lru_cache(maxsize=None)
+def _bounded_connection_class() -> type:
+    import inspect
+
+    import psycopg
+
+    # psycopg 3.3.6 and later bound a wait with Connection.wait(timeout=...) and raise
+    # _WaitTimeout; with an older one only connect_timeout and statement_timeout apply.
+    wait_timeout = getattr(psycopg.errors, "_WaitTimeout", None)
+    if wait_timeout is None \
+            or "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:
+        logger.warning("psycopg %s cannot bound a wait on PostgreSQL: a server that stops "
+                       "answering holds a thread until TCP gives up (psycopg 3.3.6 can)",
+                       psycopg.__version__)
+
+        class UnboundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+            stall_timeout: float | None = None  # not applied
+
+        return UnboundedConnection
+
+    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+        """A psycopg connection whose every wait on the server ends: psycopg runs all its
+        network exchanges (statements, commit, rollback, the pool's ping) through ``wait``."""
+
+        stall_timeout: float | None = None  # None: wait as long as the server takes
+
+        def wait(self, gen: Any, *args: Any, timeout: float | None = None,
+                 **kwargs: Any) -> Any:
+            if timeout is not None:  # psycopg's own bounded waits (notifies, cancel)
+                return super().wait(gen, *args, timeout=timeout, **kwargs)
+            limit = self.stall_timeout
+            remaining = _remaining()
+            if remaining is not None:
+                limit = max(0.1, remaining if limit is None else min(limit, remaining))
+            try:
+                return super().wait(gen, *args, timeout=limit, **kwargs)
+            except wait_timeout:
+                # Half an exchange may be on the wire: the connection can never be used again.
+                # Closed, it is a disconnect to SQLAlchemy, which drops it from the pool.
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {limit:g} s") from None
+
+    return BoundedConnection
+
+
+def _bound_postgres_waits(engine: Engine, connect_timeout: float,
+                          statement_timeout: float) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: list, cparams: dict) -> Any:
+        import psycopg
+
+        params = dict(cparams)
+        connect_s = int(float(params.get("connect_timeout", connect_timeout)))
+        remaining = _remaining()
+        if remaining is not None:
+            if remaining <= 0:
+                raise psycopg.errors.ConnectionTimeout("no time left to connect to the database "
+                                                     "(see deadline)")
+            connect_s = min(connect_s, math.ceil(remaining))
+        params["connect_timeout"] = max(2, connect_s)
+        # First, so that a statement_timeout in the URL's own options still wins.
+        params["options"] = (f"-c statement_timeout={int(statement_timeout * 1000)} "
+                             + str(params.get("options", ""))).strip()
+        conn = _bounded_connection_class().connect(*cargs, **params)
+        conn.stall_timeout = statement_timeout + STALL_GRACE
+        return conn
 
 
 def migrate(engine: Engine) -> None:
@@ -339,14 +484,28 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
+        raw = conn.connection.dbapi_connection
+        stall_timeout = getattr(raw, "stall_timeout", None)
         if conn.dialect.name == "postgresql":
+            # A migration may rewrite a big table, and the processes waiting for the lock below
+            # wait as long as it takes: no statement timeout, and no limit on waiting for the
+            # server (at start, before this process serves anything).
+            conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            if stall_timeout is not None:
+                raw.stall_timeout = None
             # Several processes start at once in the scale-out layout: one migrates, the others
             # wait for it and then find nothing to do. (SQLite: BEGIN IMMEDIATE serialises.)
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(8675309)"))
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        try:
+            command.upgrade(cfg, "head")
+        finally:
+            if stall_timeout is not None:  # back to the engine's limit (see make_engine)
+                raw.stall_timeout = stall_timeout
 
 
-def ping(engine: Engine) -> None:
-    with reading(engine) as conn:
+def ping(engine: Engine, timeout: float | None = None) -> None:
+    """``SELECT 1``; on PostgreSQL, with ``timeout``, an error after about that many seconds
+    however the server behaves (see :func:`deadline`)."""
+    with deadline(timeout), reading(engine) as conn:
         conn.execute(sa.text("SELECT 1"))

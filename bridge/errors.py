@@ -16,12 +16,14 @@
       - UPayNotJSONError           a non-JSON body: UPay's sign of a server IP not whitelisted
       - UPayServerError            5xx (transient; a POST's outcome is unknown)
       - UPayRateLimitError         429 (transient; nothing was done)
-  x StoreError                     the store's API failed
+  x StoreError                     the store's API failed; .retry_after: the store's Retry-After
     + StoreConnectionError         no answer (transient)
-    + StoreResponseError           .status, .code (the store's error code)
-      - StoreAuthError             401/403: keys wrong or lacking permission
+    + StoreResponseError           .status, .code (the store's error code; "not_json" for a page)
+      - StoreAuthError             401/403: keys wrong or lacking permission, or a page from a
+                                   firewall / security plugin in front of the API refusing us
       - OrderNotFoundError         the order is gone
-      - StoreServerError           5xx or a non-JSON body from a proxy (transient)
+      - StoreServerError           5xx, 408, 425, or a 2xx page that is not JSON (transient)
+      - StoreRateLimitError        429 (transient; nothing was done)
 
 ``transient`` says whether the same call may succeed later; ``outcome_unknown`` says whether a
 non-idempotent call (creating an invoice, adding a note) may have taken effect anyway.
@@ -135,13 +137,17 @@ class UPayRateLimitError(UPayResponseError):
 
 
 class StoreError(BridgeError):
-    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
+    def __init__(self, message: str, status: int | None = None, code: str = "",
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # Seconds the store asked us to wait (its Retry-After header), when it said; a floor
+        # for the next try's delay, never a reason to try sooner.
+        self.retry_after = retry_after
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.message, self.status, self.code))
+        return (self.__class__, (self.message, self.status, self.code, self.retry_after))
 
 
 class StoreConnectionError(StoreError):
@@ -164,3 +170,9 @@ class OrderNotFoundError(StoreResponseError):
 class StoreServerError(StoreResponseError):
     transient = True
     outcome_unknown = True
+
+
+class StoreRateLimitError(StoreResponseError):
+    """429: a rate limiter (the host's, a CDN's, a security plugin's, Saleor Cloud's) turned the
+    request away before the store acted on it; the same call succeeds once the window passes."""
+    transient = True

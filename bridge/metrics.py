@@ -78,7 +78,8 @@ class Metrics:
         now = time.time()
         o = db.orders.c
         try:
-            with db.reading(self._engine) as conn:
+            # A scrape must not hold a web thread while the database stalls (see db.deadline).
+            with db.deadline(3.0), db.reading(self._engine) as conn:
                 oldest = conn.execute(sa.select(sa.func.min(o.created_at)).where(
                     o.payment_state == "open", o.invoice_id.is_not(None),
                     o.next_check_at.is_not(None), o.next_check_at <= now)).scalar()

@@ -45,6 +45,13 @@ SIGNAL_GAP_SECONDS = 5.0
 SIGNAL_GAP_MAX_SECONDS = 60.0
 # How many other invoices of one order reconcile also asks about, in turn with the newest.
 RECONCILE_OTHER_LOOKUPS = 3
+# A signal's status check not made this long after it was due was lost by the job queue (a
+# crash, a flushed Redis): reconcile makes it. Longer than a queued job normally waits plus one
+# status call (UPAY_BRIDGE_UPAY_READ_TIMEOUT, 30 s by default); a check queued again (rate
+# limit, a 5xx) moves its due time along, so it is never taken for lost while it is alive.
+SIGNAL_CHECK_LOST_SECONDS = 300.0
+# Payment states reconcile does not follow; it still makes a signal's check that was lost.
+SETTLED_STATES = ("paid", "flagged", "expired")
 
 
 class Payments:
@@ -110,6 +117,8 @@ class Payments:
         hint = dict(hint or {"source": "reconcile"})
         source = hint.get("source", "reconcile")
         track_id, upay_order_id = hint.get("track_id", ""), hint.get("upay_order_id", "")
+        # The signal check this is, if any: its answer settles the record that it is owed.
+        owns = _float(hint.get("until"))
         row = self.pipeline._row(pk)
         record = self.registry.find(row.store_id) if row is not None else None
         if row is None or record is None:
@@ -120,15 +129,18 @@ class Payments:
         else:
             lookup = self._lookup(attempts, track_id, upay_order_id)
         if lookup is None:
+            self._next_check(row, count=False, settles=owns)  # nothing can be asked
             return "nothing-to-ask"
         wait = self.limiter.acquire(key_id(record.secrets["upay_api_key"]))
         if wait:
             # Over UPay's budget for this key: ask again when a slot frees, never exceed it.
-            self.schedule(pk, hint, wait)
+            self._requeue(pk, hint, wait)
             return "rate-limited"
         # Signals merged into this check while it was queued may name another invoice of the
-        # order: each gets a check of its own (reconcile does not look at a paid order).
-        self._check_merged(pk, hint, attempts)
+        # order: each gets a check of its own (reconcile does not look at a paid order). A
+        # customer's return merged into it makes it the start of the return's follow-ups.
+        if self._check_merged(pk, hint, attempts) and source != "return":
+            hint["follow_up"] = "return"
         hint.pop("since", None)  # a retry of this check does not queue them again
         try:
             tx = self.pipeline._client(record).get_payment_status(**lookup)
@@ -150,9 +162,12 @@ class Payments:
         if verdict.outcome != Outcome.PENDING:
             # Every check with an answer counts (a pending one counts in _next_check): the count
             # turns reconcile's lookups, and a lookup answered "not paid" or "mismatch" again and
-            # again must not hold the rotation on itself for ever.
-            self._set(pk, check_count=db.orders.c.check_count + 1)
-        return self._apply(row, record, verdict, attempts, source)
+            # again must not hold the rotation on itself for ever. The answer also settles a
+            # signal's check that was owed (see _signal_check).
+            self._next_check(row, settles=owns)
+        follow_up = source == "return" or hint.get("follow_up") == "return"
+        return self._apply(row, record, verdict, attempts, source, follow_up=follow_up,
+                           settles=owns)
 
     def _lookup(self, attempts: list[Any], track_id: str, upay_order_id: str) -> dict | None:
         # Our own invoice id is the authority for our invoices (a forged notification cannot
@@ -209,22 +224,22 @@ class Payments:
         source = hint.get("source", "reconcile")
         if exc.transient:
             delay = min(300.0, max(5.0, getattr(exc, "retry_after", None) or 30.0))
-            self.schedule(row.id, hint, delay)
+            self._requeue(row.id, hint, delay)
             return "retrying"
         logger.warning("UPay status for order %s of store %s (%s) failed: %s", row.external_id,
                        record.id, source, exc, extra={"store_id": record.id,
                                                       "order_id": row.external_id})
-        self._next_check(row)
+        self._next_check(row, settles=_float(hint.get("until")))
         with self.engine.begin() as conn:
             _event(conn, row.id, self.clock(), "status_error", f"{source}: {exc}")
         return "status-error"
 
     def _apply(self, row: Any, record: StoreRecord, verdict: Verdict, attempts: list[Any],
-               source: str) -> str:
+               source: str, follow_up: bool = False, settles: float | None = None) -> str:
         pk, lang, now = row.id, record.settings.language, self.clock()
         attempt = next((a for a in attempts if a.upay_order_id == verdict.upay_order_id), None)
         if verdict.outcome == Outcome.PENDING:
-            self._next_check(row, follow_up=source == "return")
+            self._next_check(row, follow_up=follow_up, settles=settles)
             return "pending"
         if verdict.outcome == Outcome.MISMATCH:
             logger.warning("suspicious UPay status for order %s of store %s (%s): %s",
@@ -236,7 +251,8 @@ class Payments:
                     # UPay confirms a capture on our invoice, but not for this order's amount or
                     # currency: never paid, always the merchant's to look at.
                     conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
-                        payment_state="flagged", reason=verdict.reason, updated_at=now))
+                        payment_state="flagged", reason=verdict.reason, updated_at=now,
+                        next_check_at=_OWED_ONLY))
                     self.pipeline.add_action(pk, "note", f"mismatch:{verdict.track_id or pk}", conn,
                                              text=payment_mismatch_note(verdict.reason, lang))
             self.pipeline.schedule(pk, 0.0)
@@ -261,7 +277,7 @@ class Payments:
                 if earlier:
                     conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
                         payment_state="flagged", reason="paid twice: refund one payment",
-                        updated_at=now))
+                        updated_at=now, next_check_at=_OWED_ONLY))
                     _event(conn, pk, now, "double_payment", f"second payment {verdict.payment_id}")
                     self.pipeline.add_action(pk, "note", f"double:{verdict.track_id}", conn,
                                              text=double_payment_note(payment_id=verdict.payment_id,
@@ -270,7 +286,8 @@ class Payments:
                     outcome = "double-payment"
                 else:
                     conn.execute(db.orders.update().where(db.orders.c.id == pk).values(
-                        payment_state="paid", paid_at=now, updated_at=now))
+                        payment_state="paid", paid_at=now, updated_at=now,
+                        next_check_at=_OWED_ONLY))
                     _event(conn, pk, now, "payment_confirmed",
                            f"{verdict.amount} {verdict.currency} payment {verdict.payment_id} "
                            f"track {verdict.track_id} ({source})")
@@ -293,45 +310,106 @@ class Payments:
     # -- reconciliation ------------------------------------------------------------------------
 
     def reconcile(self) -> int:
-        """Queue status checks for open invoices that are due, within each key's budget."""
+        """Queue status checks for open invoices that are due, within each key's budget; and
+        make every signal's check that the job queue lost, whatever the order's state."""
         now = self.clock()
+        lost_before = now - SIGNAL_CHECK_LOST_SECONDS
         o = db.orders.c
+        columns = (o.id, o.store_id, o.external_id, o.created_at, o.returned_at, o.check_count,
+                   o.next_check_at, o.signal_check_at)
         with db.reading(self.engine) as conn:
+            # Settled orders (paid, flagged, expired) have a next check time only while a
+            # signal's check is owed (see _signal_check): few rows, found by ix_orders_payment.
+            settled = conn.execute(sa.select(*columns).where(
+                o.payment_state.in_(SETTLED_STATES), o.next_check_at <= lost_before,
+            ).order_by(o.next_check_at.asc()).limit(2000)).all()
             # Only the columns the loop reads: whole rows carry the order's payload (kilobytes),
             # and sorting 2,000 of them every minute left each worker thread's malloc arena
             # holding ~10 MiB it had freed (bench/memory.py).
-            rows = conn.execute(sa.select(
-                o.id, o.store_id, o.created_at, o.returned_at, o.check_count).where(
+            rows = conn.execute(sa.select(*columns).where(
                 o.state == "done", o.payment_state == "open", o.invoice_id.is_not(None),
                 sa.or_(o.next_check_at.is_(None), o.next_check_at <= now),
+                # A signal's check is queued for this time: it is the next check, unless lost.
+                sa.or_(o.signal_check_at.is_(None), o.next_check_at.is_(None),
+                       o.next_check_at != o.signal_check_at, o.next_check_at <= lost_before),
             ).order_by(o.returned_at.desc().nulls_last(), o.next_check_at.asc().nulls_first(),
                        o.created_at.desc()).limit(2000)).all()
+        stale = [r.id for r in settled if not _owed(r)]
+        if stale:
+            # Settled before this version, with the next check time they had then: nothing is
+            # owed (reconcile never asked about them again). Forgotten, once, so that they cost
+            # no status call and no read in later passes.
+            with self.engine.begin() as conn:
+                conn.execute(db.orders.update().where(
+                    o.id.in_(stale), o.payment_state.in_(SETTLED_STATES),
+                    sa.or_(o.signal_check_at.is_(None), o.next_check_at != o.signal_check_at))
+                    .values(next_check_at=None))
         queued = 0
         budgets: dict[str, int] = {}
         records: dict[str, StoreRecord | None] = {}
-        for row in rows:
+        # The checks owed to signals first: a notification or a customer said "look now".
+        work = [(r, False) for r in settled if _owed(r)] + [(r, True) for r in rows]
+        for row, is_open in work:
             if row.store_id not in records:
                 records[row.store_id] = self.registry.find(row.store_id)
             record = records[row.store_id]
             if record is None:
                 continue
-            if now - row.created_at > record.settings.reconcile_expiry_hours * 3600:
-                self._set(row.id, payment_state="expired",
+            owed = _owed(row) and row.next_check_at <= lost_before
+            if is_open and now - row.created_at > record.settings.reconcile_expiry_hours * 3600:
+                self._set(row.id, payment_state="expired", next_check_at=_OWED_ONLY,
                           event=("expired", "no payment before the store's expiry; the bridge "
                                  "stops asking UPay (a late notification is still checked)"))
-                continue
+                if not owed:
+                    continue
             key = key_id(record.secrets["upay_api_key"])
             if key not in budgets:
                 budgets[key] = self.limiter.available(key)
             if budgets[key] <= 0:
                 continue  # this key's budget is spent; its oldest checks wait for the next pass
+            if owed:
+                if not self._replay(row, now):
+                    continue
+            else:
+                # Not counted here: the check counts itself when it has an answer, and the
+                # count turns reconcile's lookups (see _reconcile_lookup).
+                self._next_check(row, count=False)
+                self.schedule(row.id, {"source": "reconcile"}, 0.0)
             budgets[key] -= 1
-            # Not counted here: the check counts itself when it has an answer, and the count
-            # turns reconcile's lookups (see _reconcile_lookup).
-            self._next_check(row, count=False)
-            self.schedule(row.id, {"source": "reconcile"}, 0.0)
             queued += 1
         return queued
+
+    def _replay(self, row: Any, now: float) -> bool:
+        """Queue again the signal's check that the job queue lost: the check the order's newest
+        signal asked for, with the signals merged into it (their other invoices, a customer's
+        return). False when it is no longer owed (the check answered meanwhile)."""
+        o = db.orders.c
+        with self.engine.begin() as conn:
+            # Due now, and owed until it answers: lost again, it is made again after the delay.
+            claimed = conn.execute(db.orders.update().where(
+                o.id == row.id, o.signal_check_at == row.signal_check_at,
+                o.next_check_at == o.signal_check_at)
+                .values(signal_check_at=now, next_check_at=now).returning(o.id)).first()
+        if claimed is None:
+            return False
+        hint: dict[str, str] = {"source": "reconcile"}
+        n = db.notifications.c
+        with db.reading(self.engine) as conn:
+            signal = conn.execute(sa.select(n.kind, n.fields, n.received_at).where(
+                n.order_id == row.id, n.state == "matched",
+                n.kind.in_(("notify", "return", "cancel"))).order_by(n.id.desc()).limit(1)).first()
+        fields = _fields(signal.fields) if signal is not None else None
+        if signal is not None and fields is not None:
+            named = fields.get("requested_order_id", "")[:40]
+            known = {a.upay_order_id for a in self._attempts(row.id)}
+            # The signals merged into the lost check came at most one gap before it was due.
+            hint = dict(_hint(signal.kind, fields, named if named in known else ""),
+                        since=repr(signal.received_at - SIGNAL_GAP_MAX_SECONDS))
+        logger.warning("order %s of store %s: the status check a signal queued was not made (the "
+                       "job queue lost it); checking now", row.external_id, row.store_id,
+                       extra={"store_id": row.store_id, "order_id": row.external_id})
+        self.schedule(row.id, dict(hint, until=repr(now)), 0.0)
+        return True
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -352,53 +430,92 @@ class Payments:
             gap = min(SIGNAL_GAP_MAX_SECONDS, SIGNAL_GAP_SECONDS * 2 ** min(row.check_count, 6))
             last = row.signal_check_at
             run_at = now if last is None else max(now, last + gap)
-            conn.execute(db.orders.update().where(o.id == pk).values(signal_check_at=run_at))
-        # "since": signals recorded from now until the check runs merge into it (see
-        # _check_merged).
-        self.schedule(pk, dict(hint, since=repr(now)), run_at - now)
+            # The database, not the queue, records that this check is owed: next_check_at equal
+            # to signal_check_at, until a check answers (see _next_check). If the queue loses
+            # the job, reconcile makes the check, whatever the order's payment state: a late
+            # notification on an expired invoice, a second payment on a paid order.
+            conn.execute(db.orders.update().where(o.id == pk).values(
+                signal_check_at=run_at, next_check_at=run_at))
+        # "since" to "until": signals recorded from now until the check runs merge into it
+        # (see _check_merged); "until" also names the check that owes the record.
+        self.schedule(pk, dict(hint, since=repr(now), until=repr(run_at)), run_at - now)
 
-    def _check_merged(self, pk: int, hint: Mapping[str, str], attempts: list[Any]) -> None:
+    def _requeue(self, pk: int, hint: dict[str, str], delay: float) -> None:
+        """Queue this check again in ``delay`` seconds (over the rate limit, a transient error).
+
+        When it is the order's queued signal check, the record moves with it: signals keep
+        merging into it, and reconcile does not take it for lost (and add a second check that
+        would retry on its own) while it is queued again and again through an outage."""
+        until = _float(hint.get("until"))
+        if until is not None:
+            at = self.clock() + delay
+            o = db.orders.c
+            with self.engine.begin() as conn:
+                moved = conn.execute(db.orders.update().where(o.id == pk, o.signal_check_at == until)
+                                     .values(signal_check_at=at, next_check_at=at)
+                                     .returning(o.id)).first()
+            if moved is not None:
+                # Signals that merge from now on are this retry's (the earlier ones were seen).
+                hint = dict(hint, until=repr(at))
+                hint.setdefault("since", repr(until))
+        self.schedule(pk, hint, delay)
+
+    def _check_merged(self, pk: int, hint: Mapping[str, str], attempts: list[Any]) -> bool:
         """Queue a check for each other invoice of the order named by a notification that was
         merged into this queued check: the check asks only about its own signal's invoice, and
         a second payment on another invoice (the order already paid) would never be looked
         at. At most one per attempt of the order, so a flood of forged notifications still
-        cannot spend the key's budget."""
-        try:
-            since = float(hint.get("since") or 0)
-        except ValueError:
-            return
+        cannot spend the key's budget.
+
+        True when a customer's return merged into it: that return queued nothing of its own,
+        so this check starts its follow-ups (a notification's check does not, see _apply). A
+        return needs its invoice's secret token: forged notifications cannot start them."""
+        since = _float(hint.get("since"))
         if not since:
-            return
+            return False
+        until = _float(hint.get("until"))
         by_order_id = {a.upay_order_id: a for a in attempts}
         n = db.notifications.c
+        window = [n.order_id == pk, n.state == "matched", n.received_at >= since]
+        if until is not None:  # signals from the check's due time on merge into the next one
+            window.append(n.received_at < until)
         with db.reading(self.engine) as conn:
             signals = conn.execute(sa.select(n.fields).where(
-                n.order_id == pk, n.kind == "notify", n.state == "matched",
-                n.received_at >= since).order_by(n.id.desc()).limit(50)).scalars().all()
+                n.kind == "notify", *window).order_by(n.id.desc()).limit(50)).scalars().all()
+            returned = conn.execute(sa.select(n.id).where(
+                n.kind == "return", *window).limit(1)).first() is not None
         seen = {hint.get("upay_order_id", "")}
         for raw in signals:
-            try:
-                fields = json.loads(raw)
-            except ValueError:
+            fields = _fields(raw)
+            if fields is None:
                 continue
-            if not isinstance(fields, dict):
-                continue
-            fields = {k: str(v) for k, v in fields.items()}
             upay_order_id = fields.get("requested_order_id", "")[:40]
             if upay_order_id in seen or upay_order_id not in by_order_id:
                 continue
             seen.add(upay_order_id)
             self.schedule(pk, _hint("notify", fields, upay_order_id), 0.0)
+        return returned
 
-    def _next_check(self, row: Any, follow_up: bool = False, count: bool = True) -> None:
+    def _next_check(self, row: Any, follow_up: bool = False, count: bool = True,
+                    settles: float | None = None) -> None:
+        """After a check (or when reconcile queues one): when to ask UPay next.
+
+        ``settles``: the due time of the signal check this is (its hint's "until"); its answer
+        ends what was owed, whatever this machine's clock says. Another signal's check still
+        queued for later stays owed; otherwise an open order is next checked by the schedule,
+        and a settled one (paid, flagged, expired) owes nothing."""
         now = self.clock()
         returned = row.returned_at is not None and now - row.returned_at < RETURN_WATCH_SECONDS
         delay = next_check_delay(now - row.created_at, returned)
+        o = db.orders.c
+        scheduled = sa.case((o.payment_state == "open", sa.literal(now + delay, sa.Float)),
+                            else_=sa.null())
+        whens = [] if settles is None else [(o.signal_check_at == settles, scheduled)]
+        next_at = sa.case(*whens, (o.signal_check_at > now, o.signal_check_at), else_=scheduled)
         if count:
-            self._set(row.id, next_check_at=now + delay,
-                      check_count=db.orders.c.check_count + 1)
+            self._set(row.id, next_check_at=next_at, check_count=o.check_count + 1)
         else:
-            self._set(row.id, next_check_at=now + delay)
+            self._set(row.id, next_check_at=next_at)
         if follow_up and returned:
             # A customer is waiting on the return page: look again soon, without waiting for
             # the next reconcile pass (one chain, from the return, within the rate limit).
@@ -432,6 +549,32 @@ class Payments:
             conn.execute(db.notifications.insert().values(
                 store_id=store_id, kind=kind, fields=json.dumps(dict(fields), sort_keys=True),
                 state=state, order_id=pk, received_at=self.clock()))
+
+
+# For an order leaving "open": it keeps its next check time only when that is a signal's check
+# still owed (see Payments._signal_check).
+_OWED_ONLY = sa.case((db.orders.c.next_check_at == db.orders.c.signal_check_at,
+                      db.orders.c.next_check_at), else_=sa.null())
+
+
+def _owed(row: Any) -> bool:
+    """A signal's check is owed: queued for signal_check_at and not answered yet."""
+    return row.signal_check_at is not None and row.next_check_at == row.signal_check_at
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _fields(raw: str) -> dict[str, str] | None:
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        return None
+    return {k: str(v) for k, v in fields.items()} if isinstance(fields, dict) else None
 
 
 def _hint(source: str, fields: Mapping[str, str], upay_order_id: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ from . import db, metrics
 from .config import Settings
 from .digests import sha256_hex
 from .errors import (BridgeError, ConfigError, InvalidPayloadError, OrderBusyError,
-                     OrderNotFoundError, StoreAuthError, StoreError, UPayError, UPayRateLimitError)
+                     OrderNotFoundError, StoreAuthError, StoreError, UPayError)
 from .group_commit import GroupCommit
 from .intake_writer import IntakeCursor, IntakeWriter
 from .mapping import (invoice_blockers, invoice_request_from_order, reference_id_for,
@@ -218,7 +218,7 @@ class Pipeline:
                                           (row.state == "invoiced" and not row.meta_written)):
                 row = self._write_back(row, store, owner)
             if row.state == "done" and row.lease_owner == owner:
-                self._run_actions(row, record, store)
+                self._run_actions(row, record, store, owner)
             return row.state
         except _LeaseLost:
             # The worker that holds the order now finishes it; this one only stops.
@@ -420,8 +420,12 @@ class Pipeline:
                          event=("parked", why), hold=owner, **_LET_GO)
             return None
         delay = self._backoff(retries)
-        if isinstance(exc, UPayRateLimitError) and exc.retry_after:
-            delay = max(delay, exc.retry_after)
+        # UPay's and a store's Retry-After (429, a maintenance page's 503): never sooner than
+        # asked, and never later than the longest backoff, so a "Retry-After: 86400" does not
+        # hold an order for a day per try.
+        hint = getattr(exc, "retry_after", None)
+        if hint:
+            delay = max(delay, min(float(hint), self.settings.retry_max_seconds))
         state = "retrying" if row.state == "received" else row.state
         where = "UPay" if isinstance(exc, UPayError) else ("the store" if isinstance(exc, StoreError)
                                                            else "the bridge")
@@ -442,8 +446,13 @@ class Pipeline:
                       self.settings.retry_base_seconds * (2 ** (retries - 1)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _run_actions(self, row: Any, record: StoreRecord, store: Store) -> None:
-        """Carry out what payment confirmation asked of the store, in order, each once."""
+    def _run_actions(self, row: Any, record: StoreRecord, store: Store, owner: str) -> None:
+        """Carry out what payment confirmation asked of the store, in order, each once.
+
+        The lease is renewed before each store call and each result is recorded only while this
+        worker still holds it, as for the invoice and the link note: a slow store can outlast
+        the lease, and the worker that took the order over runs the actions from the database
+        (a note in flight is looked for first), while the list read here would be out of date."""
         a = db.store_actions.c
         with db.reading(self.engine) as conn:
             actions = conn.execute(sa.select(db.store_actions).where(
@@ -452,6 +461,9 @@ class Pipeline:
             data = json.loads(action.data)
             if action.kind == "mark_paid":
                 language = record.settings.language
+                # mark_paid reads the order first, so a repeat after a takeover changes nothing
+                # at the store; the renewal keeps the order this worker's for the call.
+                self._hold(row.id, owner)
 
                 def queue_reopened_note() -> None:
                     # Queued before the PUT that re-opens the order: if its answer is lost, the
@@ -465,26 +477,31 @@ class Pipeline:
                                          reopen_cancelled=record.settings.paid_after_cancel == "reopen",
                                          before_reopen=queue_reopened_note)
                 message = f"{result.outcome} (order {result.status} at the store)"
-                self._finish_action(action.id, row.id, message, "store_paid")
+                self._finish_action(action.id, row.id, message, "store_paid", owner=owner)
                 if result.outcome in ("reopened", "cancelled_left"):
                     self.add_action(row.id, "note", f"cancel-note:{row.id}", text=paid_after_cancel_note(
                         result.outcome == "reopened", language))
-                    self._run_actions(row, record, store)
+                    self._run_actions(row, record, store, owner)
                     return
             elif action.kind == "note":
                 if action.state == "sending":
+                    self._hold(row.id, owner)
                     found = store.find_note(row.external_id, data["text"])
                     if found is not None:
-                        self._finish_action(action.id, row.id, f"note {found}", "note_found")
+                        self._finish_action(action.id, row.id, f"note {found}", "note_found",
+                                            owner=owner)
                         continue
                 with self.engine.begin() as conn:
+                    # One commit checks (and renews) the lease and marks the note as in flight,
+                    # as the link note does: a worker that lost the order must not post it again.
+                    self._hold(row.id, owner, conn)
                     conn.execute(db.store_actions.update().where(a.id == action.id)
                                  .values(state="sending", updated_at=self.clock()))
                 customer = bool(data.get("customer"))
                 note_id = store.add_note(row.external_id, data["text"], customer_note=customer)
                 kind = "customer note" if customer else "private note"
                 self._finish_action(action.id, row.id, f"note {note_id}", "note_written",
-                                    f"{kind} {note_id}: {data['text']}")
+                                    f"{kind} {note_id}: {data['text']}", owner=owner)
 
     def add_action(self, pk: int, kind: str, dedupe_key: str, conn: Connection | None = None,
                    **data: Any) -> bool:
@@ -504,9 +521,13 @@ class Pipeline:
             return own.execute(stmt).first() is not None
 
     def _finish_action(self, action_id: int, pk: int, result: str, kind: str,
-                       message: str | None = None) -> None:
+                       message: str | None = None, *, owner: str) -> None:
+        """Record an action as done, only while ``owner`` holds the order (``_LeaseLost``
+        otherwise: the worker that has it now redoes the action, which the store's state, the
+        order already paid or the note already there, makes a no-op, and records it once)."""
         with self.engine.begin() as conn:
             now = self.clock()
+            self._hold(pk, owner, conn)
             conn.execute(db.store_actions.update().where(db.store_actions.c.id == action_id)
                          .values(state="done", result=result[:500], updated_at=now))
             _event(conn, pk, now, kind, message or result)

@@ -51,11 +51,23 @@ class _RedisQueueStorage(RedisStorage):
         self.conn.lpush(self.queue_key, *datas)
 
 
+#: Seconds to connect to Redis, and to wait for the answer to one command.
+REDIS_TIMEOUT = 5.0
+
+
 def make_huey(queue_url: str, *, name: str = "upay-bridge", immediate: bool = False) -> Huey:
     if immediate or queue_url == "memory://":
         return MemoryHuey(name, results=False, immediate=immediate, utc=True)
     if queue_url.startswith(("redis://", "rediss://", "unix://")):
-        return Huey(name, storage_class=_RedisQueueStorage, url=queue_url, results=False,
+        from redis import ConnectionPool
+
+        # Explicit socket timeouts: a Redis that stops answering (hung, or a network that
+        # swallows packets) otherwise holds the web thread queueing a job, /healthz and the
+        # consumer's BRPOP for ever with redis-py 7 and older, which have no default timeout.
+        # Workers block on BRPOP for 1 s at a time (Huey's read_timeout), well under these.
+        pool = ConnectionPool.from_url(queue_url, socket_timeout=REDIS_TIMEOUT,
+                                       socket_connect_timeout=REDIS_TIMEOUT)
+        return Huey(name, storage_class=_RedisQueueStorage, connection_pool=pool, results=False,
                     utc=True, blocking=True)
     if queue_url.startswith("sqlite:///"):
         path = Path(queue_url[len("sqlite:///"):])

@@ -18,6 +18,9 @@ from .queue import Jobs, make_huey
 from .registry import StoreRegistry
 from .store_health import StoreHealth
 
+#: How much longer than UPay's own window the status-call limiter counts (see bootstrap).
+STATUS_WINDOW_MARGIN = 1.05
+
 
 @dataclass
 class Runtime:
@@ -54,7 +57,11 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True,
     box = SecretBox(load_or_create_keys(settings.secret_keys, settings.data_dir))
     registry = StoreRegistry(engine, box)
     pipeline = Pipeline(engine, registry, settings)
-    limiter = RateLimiter(engine, settings.status_rate_limit, settings.status_rate_window)
+    # UPay counts calls as they arrive; the limiter, as it grants them. A call granted a moment
+    # before it is sent, or on a machine whose clock is a little behind, would let the next
+    # window's first call arrive inside UPay's window; 5 % more window absorbs that.
+    limiter = RateLimiter(engine, settings.status_rate_limit,
+                          settings.status_rate_window * STATUS_WINDOW_MARGIN)
     payments = Payments(engine, registry, settings, pipeline, limiter)
     health = StoreHealth(engine, registry, pipeline, settings)
     jobs = Jobs(make_huey(settings.queue_url, name=settings.queue_name, immediate=immediate),

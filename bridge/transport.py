@@ -7,14 +7,18 @@ opens a new connection, and builds a new session, for every call.
 
 from __future__ import annotations
 
+import re
 import threading
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import StoreResponseError
+from .errors import (StoreAuthError, StoreError, StoreRateLimitError, StoreResponseError,
+                     StoreServerError)
 from urllib3.util.retry import Retry
 
 #: Connections kept per host; the worker threads of one process share them.
@@ -123,3 +127,90 @@ def refuse_redirect(resp: requests.Response, who: str) -> None:
             f"{who} answered with a redirect (HTTP {resp.status_code}) to "
             f"{location or 'no address'}; the bridge does not follow redirects: update the "
             "store URL to the final address", resp.status_code, "redirect")
+
+
+# -- what a failed answer means: try again later, or not until someone changes something ------
+
+#: 4xx answers that mean "not now" rather than "not this": 408 Request Timeout (the server gave
+#: up waiting for the request), 425 Too Early (RFC 8470) and 429 Too Many Requests (RFC 6585).
+#: The request was not acted on, and the same call may succeed later, like a 5xx. 409 Conflict
+#: is not one: a conflict with the resource's state does not pass by waiting, and neither
+#: WooCommerce's REST API nor Saleor's GraphQL answers it for the calls the bridge makes.
+TRY_LATER = frozenset({408, 425, 429})
+
+_DELTA_SECONDS = re.compile(r"[0-9]{1,9}")
+
+
+def retry_after_seconds(resp: requests.Response) -> float | None:
+    """The answer's ``Retry-After`` as seconds from now; None when it has none that reads.
+
+    RFC 9110 §10.2.3: delta-seconds (digits only: not "1e3", "inf" or "-5") or an HTTP-date.
+    A date is measured against the answer's own ``Date`` header when there is one, so a server
+    whose clock is off still means what it says; a date already past is 0.
+    """
+    value = resp.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
+    when = _http_date(value)
+    if when is None:
+        return None
+    now = _http_date(resp.headers.get("Date", "")) or time.time()
+    return max(0.0, when - now)
+
+
+def _http_date(value: str) -> float | None:
+    try:
+        return parsedate_to_datetime(value).timestamp() if value.strip() else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def transient_error(resp: requests.Response, message: str, code: str = "") -> StoreError | None:
+    """The transient error for an answer that says "try later", whatever its body; else None.
+
+    429 is a rate limiter (the host's, a CDN's, a security plugin's, Saleor Cloud's): nothing
+    was done. 5xx, 408 and 425 are a server or a proxy that could not answer now. Either may
+    carry ``Retry-After`` (WordPress's maintenance page sends 600): it rides on the error.
+    """
+    status = resp.status_code
+    if status == 429:
+        return StoreRateLimitError(message, status, code, retry_after_seconds(resp))
+    if status >= 500 or status in TRY_LATER:
+        return StoreServerError(message, status, code, retry_after_seconds(resp))
+    return None
+
+
+def not_json_error(resp: requests.Response, who: str, api: str) -> StoreError:
+    """The error for an answer whose body is not JSON: a page from something in front of
+    ``api`` (a firewall, a security plugin, a proxy, a maintenance or caching page), not the
+    API itself (woocommerce.md §3.4), classified by its status as the API's own answers are.
+
+    * 5xx, 408, 425, 429 (a WAF's or maintenance 503 included): transient, with Retry-After.
+    * 401/403: a StoreAuthError, as the API's own 401/403 (not transient): a security plugin,
+      a WAF or password protection refuses the bridge, and does so on every try until the
+      merchant lets the bridge through.
+    * 404 and any other 4xx: permanent; the page says the API is not reachable at this address
+      (a rule hiding ``/wp-json/``, a moved site), which no retry changes.
+    * a 2xx page (a caching plugin's copy of the home page): transient, as before; the cache
+      may be purged.
+    Every message starts "<who> answered HTTP <status> with a page that is not JSON".
+    """
+    status = resp.status_code
+    what = f"{who} answered HTTP {status} with a page that is not JSON"
+    if status < 400 or status >= 500 or status in TRY_LATER:
+        text = f"{what}: too many requests (rate limited)" if status == 429 else what
+        return (transient_error(resp, text, "not_json")
+                or StoreServerError(text, status, "not_json", retry_after_seconds(resp)))
+    if status in (401, 403):
+        return StoreAuthError(
+            f"{what}: a firewall, security plugin or password protection in front of {api} "
+            "refuses the bridge; let the bridge's requests through", status, "not_json")
+    if status == 404:
+        return StoreResponseError(
+            f"{what}: {api} is not at this address (a rule or plugin hiding it, or a moved "
+            "site); check the store URL", status, "not_json")
+    return StoreResponseError(
+        f"{what}: something in front of {api} (a firewall, security plugin or proxy) refused "
+        "the request", status, "not_json")

@@ -64,17 +64,22 @@ class Deployment:
                                                db.attempts.c.state)).all())
 
 
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(command(*args), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"upay-bridge {args[:2]} exited {done.returncode}: {done.stderr}"
+    return done.stdout
+
+
 @pytest.fixture
 def deployment(scaled_env, fake_wc, fake_upay):
     env = {**scaled_env, "UPAY_BRIDGE_LEASE_SECONDS": "3", "UPAY_BRIDGE_RETRY_BASE_SECONDS": "0.2",
            "UPAY_BRIDGE_RETRY_MAX_SECONDS": "1", "UPAY_BRIDGE_SWEEP_GRACE_SECONDS": "2"}
-    subprocess.run(command("db", "upgrade"), env=env, check=True, capture_output=True)
+    _cli(env, "db", "upgrade")
     ck, cs = fake_wc.add_api_key("read_write")
-    store = json.loads(subprocess.run(
-        command("store", "add", "woocommerce", "--url", fake_wc.base_url, "--consumer-key", ck,
-                "--consumer-secret", cs, "--webhook-secret", SECRET, "--upay-api-key",
-                UPAY_KEY, "--upay-sandbox", "--json"),
-        env=env, check=True, capture_output=True, text=True).stdout)
+    store = json.loads(_cli(env, "store", "add", "woocommerce", "--allow-private",
+                            "--url", fake_wc.base_url, "--consumer-key", ck,
+                            "--consumer-secret", cs, "--webhook-secret", SECRET,
+                            "--upay-api-key", UPAY_KEY, "--upay-sandbox", "--json"))
     engine = db.make_engine(env["UPAY_BRIDGE_DATABASE_URL"])
     procs: list[subprocess.Popen] = []
     yield Deployment(env, store, env["PORT_FOR_TEST"], engine), procs

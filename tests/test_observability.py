@@ -168,3 +168,52 @@ def test_a_line_repeated_on_every_request_is_held_back(caplog) -> None:
         log.warning("Task queue depth is %d", 7)
     assert caplog.records[-1].getMessage() == \
         "Task queue depth is 7 (99 more like it in the last 0.3 s)"
+
+
+def test_waitress_queue_warnings_are_held_back_before_a_record_is_made(caplog) -> None:
+    # A server with one thread and a slow app: every request after the first finds the thread
+    # busy, and waitress warns "Task queue depth is N" for each of them.
+    import logging
+    import threading
+    import time
+
+    from waitress.server import create_server
+
+    from bridge.logging_setup import hold_back_queue_warnings
+
+    def slow(environ, start_response):
+        time.sleep(0.05)
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = create_server(slow, host="127.0.0.1", port=0, threads=1)
+    hold_back_queue_warnings(server, interval=60)
+    made = []
+    real_make = logging.Logger.makeRecord
+
+    def counting(self, *args, **kwargs):
+        record = real_make(self, *args, **kwargs)
+        if record.name == "waitress.queue":
+            made.append(record)
+        return record
+
+    runner = threading.Thread(target=server.run, daemon=True)
+    runner.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+            logging.Logger.makeRecord = counting  # type: ignore[method-assign]
+            try:
+                port = server.effective_port
+                threads = [threading.Thread(target=requests.get, args=(f"http://127.0.0.1:{port}/",),
+                                            kwargs={"timeout": 10}) for _ in range(8)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            finally:
+                logging.Logger.makeRecord = real_make  # type: ignore[method-assign]
+    finally:
+        server.close()
+    warnings = [r for r in caplog.records if r.name == "waitress.queue"]
+    assert len(warnings) == 1 and warnings[0].getMessage().startswith("Task queue depth is")
+    assert len(made) == 1  # the held-back ones never became records

@@ -24,8 +24,8 @@ def test_duplicate_storm_over_two_web_processes(scaled_env, fake_wc, fake_upay):
     env, port = scaled_env, scaled_env["PORT_FOR_TEST"]
     subprocess.run(command("db", "upgrade"), env=env, check=True, capture_output=True)
     ck, cs = fake_wc.add_api_key("read_write")
-    out = subprocess.run(command("store", "add", "woocommerce", "--url", fake_wc.base_url,
-                                 "--consumer-key", ck, "--consumer-secret", cs,
+    out = subprocess.run(command("store", "add", "woocommerce", "--allow-private",
+                                 "--url", fake_wc.base_url, "--consumer-key", ck, "--consumer-secret", cs,
                                  "--webhook-secret", "storm-secret", "--upay-api-key", UPAY_KEY,
                                  "--upay-sandbox", "--json"),
                          env=env, check=True, capture_output=True, text=True).stdout

@@ -64,8 +64,9 @@ def stop(proc: subprocess.Popen) -> str:
 
 def add_store(env: dict[str, str], fake_wc) -> dict:
     ck, cs = fake_wc.add_api_key("read_write")
-    out = subprocess.run(command("store", "add", "woocommerce", "--url", fake_wc.base_url,
-                                 "--consumer-key", ck, "--consumer-secret", cs,
+    out = subprocess.run(command("store", "add", "woocommerce", "--allow-private",
+                                 "--url", fake_wc.base_url, "--consumer-key", ck,
+                                 "--consumer-secret", cs,
                                  "--webhook-secret", "serve-test-secret",
                                  "--upay-api-key", UPAY_KEY, "--upay-sandbox", "--json"),
                          env=env, capture_output=True, text=True, check=True).stdout

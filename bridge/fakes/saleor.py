@@ -1061,7 +1061,8 @@ class SaleorApp:
 
 FAULT_KINDS: dict[str, tuple[str, ...]] = {
     # In front of the HTTP endpoints (a proxy or a sick server):
-    #   status (status=502, body, content_type): answer that, request not applied;
+    #   status (status=502, body, content_type, headers): answer that, request not applied
+    #   (e.g. a WAF's 403 page, or a rate limiter's JSON 429 with {"Retry-After": "30"});
     #   timeout (seconds=30): sleep, then 504, not applied;
     #   timeout_after (seconds=30): apply, then sleep before answering (late answer);
     #   non_json: 200 with an HTML page, not applied;
@@ -2151,7 +2152,8 @@ class FakeSaleor:
         params = fault.params
         if fault.kind == "status":
             return Response(params.get("body", _NGINX_502), int(params.get("status", 502)),
-                            content_type=params.get("content_type", "text/html")), fault
+                            content_type=params.get("content_type", "text/html"),
+                            headers=dict(params.get("headers", {}))), fault
         if fault.kind == "timeout":
             time.sleep(float(params.get("seconds", 30)))
             return Response(_NGINX_504, 504, content_type="text/html"), fault

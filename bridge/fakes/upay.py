@@ -31,7 +31,7 @@ import string
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from http import HTTPStatus
@@ -79,6 +79,8 @@ API_ENDPOINTS = ("charge", "status", "key_check", "buttons")
 API_FAULTS = ("timeout", "timeout_after_create", "slow", "status", "non_json", "rejected",
               "rate_limit")
 NOTIFICATION_FAULTS = ("drop", "duplicate", "delay", "json")
+# Status only: the status API does not show the payment yet (see UPayFaultScript).
+STATUS_FAULTS = API_FAULTS + ("stale",)
 
 RATE_WINDOW_SECONDS = 60.0
 
@@ -192,6 +194,11 @@ class UPayFaultScript(FaultScript):
     * "non_json" (``status``=200): a WAF "Access denied" HTML page, UPay's IP-block answer.
     * "rejected" (``status``=200, ``message``): ``{"status": false, "message": ...}``.
     * "rate_limit" (``retry_after``=60): 429 "Too Many Attempts." with Retry-After.
+    * "stale" (endpoint "status" only): the answer shows the transaction as it was before the
+      customer acted (result PENDING, no track or payment id), although the payment is made.
+      [INF] Non-final states such as PENDING and "Processing" are listed (§5.3) and the
+      notification can come before the status API has the payment; how long UPay lags is not
+      documented. Use ``count`` for how many status answers lag.
 
     endpoint "notification": "drop", "duplicate" (``times``=2), "delay" (``seconds``=1, sent from
     a thread after the redirect), "json" (this one as JSON).
@@ -199,6 +206,7 @@ class UPayFaultScript(FaultScript):
 
     def __init__(self) -> None:
         kinds = {endpoint: API_FAULTS for endpoint in API_ENDPOINTS}
+        kinds["status"] = STATUS_FAULTS
         kinds["notification"] = NOTIFICATION_FAULTS
         super().__init__(kinds)
 
@@ -532,6 +540,7 @@ class FakeUPay:
         if self.latency > 0:
             time.sleep(self.latency)
         fault = self.faults.take(endpoint)
+        flask.g.upay_fault = fault  # for a handler whose answer the fault changes ("stale")
         if fault is not None:
             early = _fault_response(fault)
             if early is not None:
@@ -695,7 +704,13 @@ class FakeUPay:
         if inv is None:
             # [INF] The reference does not say what an unknown id returns; 404 + status false.
             return _json_response({"status": False, "message": "Transaction not found"}, 404)
+        fault = flask.g.get("upay_fault")
         with self._lock:
+            if fault is not None and fault.kind == "stale":
+                # The payment is made but not shown yet: the transaction as it was before.
+                inv = replace(inv, state="pending", payment_type=None, track_id=None,
+                              payment_id=None, transaction_date=None, redirect_url=None,
+                              notify_url_called=False, notify_url_response=None)
             transaction = _transaction(inv)
         return _json_response({"status": True, "message": "Response received successfully",
                                "data": {"transaction": transaction}}, 201)
@@ -894,6 +909,8 @@ def _fault_response(fault: Fault) -> flask.Response | None:
         return _json_response({"status": False, "message": message}, int(params.get("status", 200)))
     if kind == "rate_limit":
         return _too_many(int(params.get("retry_after", 60)), None)
+    if kind == "stale":
+        return None  # the status handler answers, with the payment not shown yet
     raise ValueError(f"unhandled fault kind {kind!r}")
 
 

@@ -679,8 +679,9 @@ class FaultScript:
     ``fake.faults.add("status", status=503)`` answers the next matching request with
     WordPress's HTML instead of running it. Kinds:
 
-    * ``status``: answer ``status`` (503) with ``body`` / ``content_type`` (WordPress HTML);
-      the request is not applied.
+    * ``status``: answer ``status`` (503) with ``body`` / ``content_type`` (WordPress HTML) and
+      extra ``headers``; the request is not applied. A WAF's or security plugin's 403 page, or
+      a rate limiter's JSON 429 with ``headers={"Retry-After": "30"}``, are this kind.
     * ``timeout``: apply the request, sleep ``seconds`` (6.0), then answer normally: the
       client times out but the write happened (wc-api-python issue #61).
     * ``timeout_before``: sleep ``seconds`` then answer ``status`` (504) WITHOUT applying it.

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import requests
 
 from ..errors import (OrderNotFoundError, StoreAuthError,
-                      StoreConnectionError, StoreResponseError, StoreServerError)
+                      StoreConnectionError, StoreResponseError)
 from ..models import Order
 from ..registry import StoreRecord
-from ..transport import SessionCache, refuse_redirect
+from ..transport import SessionCache, not_json_error, refuse_redirect, transient_error
 from . import META_INVOICE_ID, META_INVOICE_URL, PaidResult, WebhookEvent
 from .payload import decode_json
 from .saleor_payload import order_from_saleor
@@ -200,14 +200,27 @@ class SaleorStore:
             body = resp.json()
         except ValueError:
             body = None
-        if resp.status_code >= 500 or body is None:
-            raise StoreServerError(f"Saleor answered HTTP {resp.status_code}", resp.status_code)
-        if resp.status_code == 400:
+        status = resp.status_code
+        if not isinstance(body, dict):
+            # Saleor's view answers JSON objects only (saleor.md §2.4): a page is a proxy's, a
+            # WAF's or a maintenance page, classified by its status (transport.not_json_error).
+            raise not_json_error(resp, "Saleor", "Saleor's GraphQL API")
+        if status == 400:
             # An invalid query (an unknown field on this Saleor version) is HTTP 400, no data.
             message = (body.get("errors") or [{}])[0].get("message", "invalid query")
             raise StoreResponseError(f"Saleor refused the query: {message}", 400, "GRAPHQL_VALIDATION")
-        if resp.status_code != 200:
-            raise StoreResponseError(f"Saleor answered HTTP {resp.status_code}", resp.status_code)
+        if status != 200:
+            # Saleor itself answers executed operations with 200 and bad queries with 400; any
+            # other JSON status comes from in front of it (Saleor Cloud's or a gateway's rate
+            # limiter, an auth proxy) and is classified as the WooCommerce adapter does: 429,
+            # 5xx, 408 and 425 later, with Retry-After; 401/403 the token refused; else final.
+            transient = transient_error(resp, f"Saleor answered HTTP {status}"
+                                        + (" (rate limited)" if status == 429 else ""))
+            if transient is not None:
+                raise transient
+            if status in (401, 403):
+                raise StoreAuthError(f"Saleor refused the app token (HTTP {status})", status)
+            raise StoreResponseError(f"Saleor answered HTTP {status}", status)
         errors = body.get("errors") or []
         if errors:
             first = errors[0]

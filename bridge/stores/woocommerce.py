@@ -19,10 +19,11 @@ import simplejson
 from woocommerce import API
 
 from ..digests import hmac_sha256
-from ..transport import SessionCache, refuse_redirect
+from ..transport import (SessionCache, not_json_error, refuse_redirect, retry_after_seconds,
+                         transient_error)
 
 from ..errors import (OrderNotFoundError, SignatureError, StoreAuthError,
-                      StoreConnectionError, StoreResponseError, StoreServerError)
+                      StoreConnectionError, StoreRateLimitError, StoreResponseError)
 from ..models import Order
 from ..registry import StoreRecord
 from . import PaidResult, WebhookEvent
@@ -321,11 +322,18 @@ def _checked(resp: requests.Response) -> Any:
     code = body.get("code", "") if isinstance(body, dict) else ""
     message = body.get("message", "") if isinstance(body, dict) else ""
     if body is None:
-        # An HTML page: a maintenance page, a WAF or a caching plugin (woocommerce.md §3.4).
-        raise StoreServerError(f"the store answered HTTP {status} with a page that is not JSON",
-                               status)
-    if status >= 500:
-        raise StoreServerError(f"the store failed (HTTP {status} {code}): {message}", status, code)
+        # An HTML page, not WordPress's REST server (which answers every error as JSON,
+        # woocommerce.md §3.4): a maintenance page, a WAF, a security plugin or a caching
+        # plugin. Classified by its status like the REST API's own answers (not_json_error).
+        raise not_json_error(resp, "the store", "WooCommerce's REST API")
+    if status == 429:
+        # A rate limiter answering in JSON (a host's, a plugin's): nothing was done, and
+        # the same call succeeds later; its Retry-After is kept on the error.
+        raise StoreRateLimitError(f"the store is rate limiting the bridge (HTTP 429 {code}): "
+                                  f"{message}", status, code, retry_after_seconds(resp))
+    transient = transient_error(resp, f"the store failed (HTTP {status} {code}): {message}", code)
+    if transient is not None:  # 5xx, 408, 425
+        raise transient
     if status in (401, 403):
         raise StoreAuthError(f"the store refused the API keys (HTTP {status} {code}): {message}",
                              status, code)

@@ -56,6 +56,11 @@ def _load_merchant() -> Any:
             session.clear()
         else:
             g.merchant = merchant
+    elif session.get("saleor_stores") and not _dashboard_session_current():
+        # The same for a session opened from the Saleor Dashboard: it carries its store's
+        # Dashboard session version, raised by a sign-out from any Dashboard session of that
+        # store (or a reinstall of the app); a removed store ends its sessions too.
+        session.clear()
     g.lang = g.merchant.language if g.merchant else session.get("lang", "en")
     if request.method == "POST" and request.endpoint != "merchant.connect_callback":
         sent = request.form.get("csrf_token", "")
@@ -65,6 +70,18 @@ def _load_merchant() -> Any:
             return redirect(request.path if request.endpoint != "merchant.login"
                             else url_for("merchant.login")), 303
     return None
+
+
+def _dashboard_session_current() -> bool:
+    """Whether every store of this Saleor Dashboard session still exists and is still at the
+    session version the session was opened under (a session from before versions had none)."""
+    stores = session.get("saleor_stores")
+    issued = session.get("saleor_versions")
+    if not isinstance(stores, list) or not isinstance(issued, dict):
+        return False
+    current = runtime().accounts.dashboard_session_versions(stores)
+    return all(store_id in current and issued.get(store_id) == current[store_id]
+               for store_id in stores)
 
 
 @bp.app_context_processor
@@ -133,6 +150,12 @@ def logout() -> Any:
     # including copies of this cookie, which would otherwise stay valid until they expire.
     if g.merchant is not None:
         runtime().accounts.end_sessions(g.merchant.id)
+    else:
+        # A Saleor Dashboard session has no account: it ends every Dashboard session of its
+        # store (any staff user reopens the app from the Dashboard without a password).
+        # _load_merchant has already cleared a session that was no longer current.
+        for store_id in session.get("saleor_stores") or []:
+            runtime().accounts.end_dashboard_sessions(str(store_id))
     session.clear()
     return redirect(url_for("merchant.login"), 303)
 

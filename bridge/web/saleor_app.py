@@ -80,6 +80,9 @@ def register() -> Any:
     try:
         if existing is not None:  # a reinstall brings a new token and a new app id
             rt.registry.update(existing.id, secrets=stored)
+            # The Dashboard sessions opened under the app that was removed end with it: their
+            # token named the old app, which the session check cannot see afterwards.
+            rt.accounts.end_dashboard_sessions(existing.id)
         else:
             rt.registry.add("saleor", api_url, stored, name=api_url.split("://", 1)[-1],
                             upay_sandbox=True, settings=StoreSettings(statuses=("pending",)),
@@ -167,8 +170,12 @@ def app_session() -> Any:
         return _refuse(401, "INVALID_TOKEN", f"The Dashboard token was refused: {exc}")
     if claims.get("app") != record.secrets.get("app_id"):
         return _refuse(403, "WRONG_APP", "The Dashboard token is for another app.")
+    versions = rt.accounts.dashboard_session_versions([record.id])
     session.clear()
     session["saleor_stores"] = [record.id]
+    # The store's Dashboard session version now: signing out of any Dashboard session of this
+    # store raises it, and this session ends with the others (bridge/web/merchant.py).
+    session["saleor_versions"] = {record.id: versions.get(record.id, 0)}
     session["csrf_token"] = secrets.token_urlsafe(32)
     return jsonify({"redirect": url_for("merchant.store_settings", store_id=record.id)})
 

@@ -1,0 +1,122 @@
+"""The webhook endpoint is served in front of Flask (bridge/web/webhooks.py): it must answer
+the way the Flask app answers every other request, over real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from bridge import db
+from bridge.stores.woocommerce import webhook_signature
+
+from .conftest import WEBHOOK_SECRET
+from . import test_observability
+from .test_observability import lines
+from .test_webhooks import assert_json_error, order_payload, php_json, post
+
+json_log = test_observability.json_log  # the fixture, shared
+
+
+@pytest.fixture
+def quiet_bridge(bridge_factory):
+    return bridge_factory(worker=False)
+
+
+def test_answer_has_the_apps_headers_and_the_callers_request_id(quiet_bridge, connect_store):
+    record = connect_store(quiet_bridge)
+    resp = post(quiet_bridge, record, php_json(order_payload(501)),
+                extra={"X-Request-ID": "shop-req-501"})
+    assert resp.status_code == 200 and resp.json() == {"ok": True, "order": "queued"}
+    assert resp.headers["Content-Type"] == "application/json"
+    assert resp.headers["X-Request-ID"] == "shop-req-501"
+    page = requests.get(f"{quiet_bridge.url}/healthz", timeout=5)  # a Flask answer
+    for name in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy", "Cache-Control"):
+        assert resp.headers[name] == page.headers[name], name
+    # a caller's id that is not a short token is replaced, as on every other endpoint
+    resp = post(quiet_bridge, record, php_json(order_payload(502)),
+                extra={"X-Request-ID": "x" * 200})
+    assert resp.status_code == 200 and len(resp.headers["X-Request-ID"]) == 32
+
+
+def test_log_lines_of_a_delivery_carry_its_request_id(quiet_bridge, connect_store, json_log):
+    record = connect_store(quiet_bridge)
+    post(quiet_bridge, record, php_json(order_payload(503)), extra={"X-Request-ID": "rid-503"})
+    post(quiet_bridge, record, php_json(order_payload(504)), signature="forged",
+         extra={"X-Request-ID": "rid-504"})
+    logged = lines(json_log)
+    accepted = [line for line in logged if line.get("request_id") == "rid-503"]
+    rejected = [line for line in logged if line.get("request_id") == "rid-504"]
+    assert any("order 503" in line["message"] and "queued" in line["message"]
+               for line in accepted), logged
+    assert any("bad signature" in line["message"] for line in rejected)
+    assert any("rejected: 401 bad_signature" in line["message"] for line in rejected)
+    assert not [line for line in logged if "rid-50" in json.dumps(line)
+                and line.get("request_id") not in ("rid-503", "rid-504")]
+
+
+def test_a_failure_inside_is_a_json_500_and_is_logged(quiet_bridge, connect_store, caplog,
+                                                      monkeypatch):
+    record = connect_store(quiet_bridge)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(quiet_bridge.runtime.pipeline, "accept", broken)
+    with caplog.at_level(logging.ERROR):
+        resp = post(quiet_bridge, record, php_json(order_payload(505)))
+    assert_json_error(resp, 500, "internal_error")
+    assert "disk on fire" not in resp.text  # nothing internal is echoed
+    assert any("unexpected error" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+@pytest.mark.parametrize("path", ["/webhooks/woocommerce", "/webhooks/woocommerce/abc/extra",
+                                  "/webhooks/", "/webhooks/woocommerce/"])
+def test_a_post_to_no_webhook_url_is_flasks_json_404(quiet_bridge, path):
+    resp = requests.post(quiet_bridge.url + path, data=b"{}", timeout=5)
+    assert_json_error(resp, 404, "not_found")
+
+
+def test_unknown_saleor_and_wrong_kind_are_404(quiet_bridge, connect_store):
+    record = connect_store(quiet_bridge)
+    resp = requests.post(f"{quiet_bridge.url}/webhooks/saleor", data=b"{}", timeout=5,
+                         headers={"Saleor-Api-Url": "https://nowhere.example/graphql/"})
+    assert_json_error(resp, 404, "unknown_store")
+    resp = requests.post(f"{quiet_bridge.url}/webhooks/saleor/{record.id}", data=b"{}", timeout=5)
+    assert_json_error(resp, 404, "unknown_store")
+    assert quiet_bridge.count(db.deliveries) == 0
+
+
+def test_a_chunked_delivery_is_read_whole_and_an_oversized_one_is_413(quiet_bridge,
+                                                                      connect_store):
+    record = connect_store(quiet_bridge)
+    body = php_json(order_payload(506))
+    target = urlsplit(quiet_bridge.webhook_url(record))
+
+    def send_chunked(data: bytes) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        conn.putrequest("POST", target.path)
+        for name, value in {"Content-Type": "application/json", "Transfer-Encoding": "chunked",
+                            "X-WC-Webhook-Topic": "order.created",
+                            "X-WC-Webhook-Source": record.url + "/",
+                            "X-WC-Webhook-Signature": webhook_signature(data, WEBHOOK_SECRET),
+                            "X-WC-Webhook-Delivery-ID": "c" * 32}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        for i in range(0, len(data), 1000):
+            piece = data[i:i + 1000]
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+        return conn.getresponse()
+
+    answer = send_chunked(body)
+    assert answer.status == 200 and json.loads(answer.read())["order"] == "queued"
+    limit = quiet_bridge.runtime.settings.max_body_bytes
+    answer = send_chunked(body + b" " * (limit + 1))
+    assert answer.status == 413
+    assert json.loads(answer.read())["error"]["code"] == "body_too_large"
+    assert quiet_bridge.count(db.orders) == 1
