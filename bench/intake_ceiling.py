@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How close any webhook intake can get to the bare endpoint here: the same load as
-``webhook_accept.py`` against seven apps, each served the same way, in one run.
+``webhook_accept.py`` against six apps, each served the same way, in one run.
 
 * ``bare``: reads the body, answers 200 (the issue's baseline);
 * ``verify``: the bridge's store lookup and WooCommerce signature check, then 200; nothing is
@@ -13,10 +13,6 @@
 * ``inbox``: ``verify``, then the raw body, one row per delivery in a table without indexes,
   written by the bridge's group commit as one INSERT per batch and one COMMIT (SQLite, WAL,
   ``synchronous=NORMAL``, as the bridge's database); no job is queued and nothing is decoded;
-* ``bridge-wsgi``: the bridge's own intake (store lookup, signature check, decoding, the
-  database rows and the queued job, the log line and the metric) called from a plain WSGI
-  function instead of through Flask: what the bridge could reach if its webhook endpoint were
-  taken out of the Flask app (its hooks, error handlers, session and headers);
 * ``bridge``: the bridge itself (what ``webhook_accept.py`` measures).
 
 Each is reported as requests/s and as a ratio to ``bare``. The apps other than ``bridge`` are
@@ -46,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import webhook_accept as wa  # noqa: E402
 
-VARIANTS = ("bare", "verify", "append", "decode+append", "inbox", "bridge-wsgi", "bridge")
+VARIANTS = ("bare", "verify", "append", "decode+append", "inbox", "bridge")
 
 
 def _checking_app(data_dir: Path, kind: str) -> tuple[Any, str]:
@@ -104,45 +100,11 @@ def _checking_app(data_dir: Path, kind: str) -> tuple[Any, str]:
     return app, f"/webhooks/woocommerce/{record.id}"
 
 
-def _bridge_wsgi(data_dir: Path) -> tuple[Any, str]:
-    """The bridge's intake for a signed order, in a WSGI function with no web framework; any
-    other request gets a 404 (a bound: a real endpoint needs the error answers too)."""
-    import json
-
-    from werkzeug.datastructures import EnvironHeaders
-
-    from bridge.stores import adapter_for
-
-    rt, record = wa.bench_runtime(data_dir)
-    prefix = "/webhooks/woocommerce/"
-
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        path = environ.get("PATH_INFO", "")
-        found = rt.registry.find(path[len(prefix):][:32]) if path.startswith(prefix) else None
-        if found is None:
-            start_response("404 Not Found", [("Content-Length", "0")])
-            return [b""]
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        headers = EnvironHeaders(environ)
-        store = adapter_for(found)
-        store.verify_webhook(headers, body)
-        accepted = rt.pipeline.accept(found, store.parse_webhook(headers, body), body)
-        out = json.dumps({"ok": True, "order": accepted.outcome}).encode()
-        start_response("200 OK", [("Content-Type", "application/json"),
-                                  ("Content-Length", str(len(out)))])
-        return [out]
-
-    return app, f"{prefix}{record.id}"
-
-
 def serve(kind: str, threads: int, data_dir: Path) -> None:
     if kind == "bare":
         wa.serve_bare(threads)
     elif kind == "bridge":
         wa.serve_bridge(threads, data_dir)
-    elif kind == "bridge-wsgi":
-        app, path = _bridge_wsgi(data_dir)
-        wa.run_server(app, threads, path)
     else:
         app, path = _checking_app(data_dir, kind)
         wa.run_server(app, threads, path)
