@@ -169,10 +169,13 @@ def error_response(status: int, code: str, message: str) -> Any:
     return resp
 
 
-def _http_error(exc: HTTPException) -> Any:
-    code = {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+def http_error_code(exc: HTTPException) -> str:
+    return {413: "body_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
         exc.code or 500, (exc.name or "error").lower().replace(" ", "_"))
-    return error_response(exc.code or 500, code, exc.description or exc.name)
+
+
+def _http_error(exc: HTTPException) -> Any:
+    return error_response(exc.code or 500, http_error_code(exc), exc.description or exc.name)
 
 
 def _unexpected(exc: Exception) -> Any:

@@ -501,8 +501,8 @@ class Payments:
         """After a check (or when reconcile queues one): when to ask UPay next.
 
         ``settles``: the due time of the signal check this is (its hint's "until"); its answer
-        ends what was owed, whatever this machine's clock says. Another signal's check still
-        queued for later stays owed; otherwise an open order is next checked by the schedule,
+        ends what was owed, whatever this machine's clock says. Another signal's check not
+        answered yet stays owed; otherwise an open order is next checked by the schedule,
         and a settled one (paid, flagged, expired) owes nothing."""
         now = self.clock()
         returned = row.returned_at is not None and now - row.returned_at < RETURN_WATCH_SECONDS
@@ -511,7 +511,12 @@ class Payments:
         scheduled = sa.case((o.payment_state == "open", sa.literal(now + delay, sa.Float)),
                             else_=sa.null())
         whens = [] if settles is None else [(o.signal_check_at == settles, scheduled)]
-        next_at = sa.case(*whens, (o.signal_check_at > now, o.signal_check_at), else_=scheduled)
+        # Another check's answer (reconcile's, a follow-up, a late one) does not end what a
+        # signal's check owes, even past its due time: it asked about another invoice, or
+        # before that signal came.
+        next_at = sa.case(*whens, (sa.or_(o.signal_check_at > now,
+                                          o.next_check_at == o.signal_check_at),
+                                   o.signal_check_at), else_=scheduled)
         if count:
             self._set(row.id, next_check_at=next_at, check_count=o.check_count + 1)
         else:

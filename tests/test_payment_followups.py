@@ -300,3 +300,43 @@ def test_a_worker_clock_behind_the_web_clock_still_settles_the_check(bridge, con
     now[0] = start + 3600
     assert p.reconcile() == 0
     assert len(queue.jobs) == 1
+
+
+def test_another_checks_late_answer_does_not_settle_a_signals_owed_check(
+        bridge, connect_store, shop, fake_upay):
+    """A paid order: UPay repeats the paid invoice's notification (check X, due now), then
+    notifies the payment on the superseded invoice (check Y, due after the gap). X runs late
+    (a backlog, or a worker clock ahead of the web's), after Y was due, and asks only about
+    the paid invoice. Its answer must not end what Y owes: Y is lost with the queue, and
+    reconcile must still make it, or the second payment is never flagged."""
+    record = connect_store(bridge)
+    order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
+    p = bridge.runtime.payments
+    p.clock = lambda: time.time() - 3600  # paid an hour ago
+    try:
+        fake_upay.complete_payment(second.invoice_id, "CAPTURED")
+        wait_for(lambda: bridge.order(order["id"]).payment_state == "paid")
+        wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    finally:
+        p.clock = time.time
+    bridge.stop_worker()
+    start = time.time()
+    now = [start]
+    p.clock = lambda: now[0]
+    queue = _Queue()
+    p.schedule = queue
+    assert requests.post(f"{bridge.url}/upay/notify/{record.id}",
+                         data=fake_upay.invoices[second.invoice_id].fields,
+                         timeout=5).status_code == 200
+    now[0] += 1
+    fake_upay.complete_payment(lost.invoice_id, "CAPTURED")
+    [(pk, x, _), (_, y, gap)] = queue.jobs
+    assert y["upay_order_id"] == first.upay_order_id and gap > 0
+    now[0] += gap + 1  # X runs after Y was due; Y is lost
+    assert p.confirm(pk, x) == "already-recorded"
+    now[0] += SIGNAL_CHECK_LOST_SECONDS + 1
+    assert p.reconcile() == 1
+    [(_, replay, _)] = queue.jobs[2:]
+    assert p.confirm(pk, replay) == "double-payment"
+    assert bridge.order(order["id"]).payment_state == "flagged"
+    assert p.reconcile() == 0

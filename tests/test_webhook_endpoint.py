@@ -120,3 +120,84 @@ def test_a_chunked_delivery_is_read_whole_and_an_oversized_one_is_413(quiet_brid
     assert answer.status == 413
     assert json.loads(answer.read())["error"]["code"] == "body_too_large"
     assert quiet_bridge.count(db.orders) == 1
+
+
+# -- the endpoint answers as the Flask app's views did (a review of the move out of Flask) -----
+
+@pytest.fixture
+def wsgi(quiet_bridge):
+    from bridge.app import create_app
+
+    return create_app(quiet_bridge.runtime).test_client()
+
+
+def test_a_body_shorter_than_its_content_length_is_flasks_400_not_a_500(
+        quiet_bridge, connect_store, wsgi, caplog):
+    record = connect_store(quiet_bridge)
+    body = php_json(order_payload(507))
+    with caplog.at_level(logging.INFO):
+        resp = wsgi.post(f"/webhooks/woocommerce/{record.id}", data=body,
+                         environ_overrides={"CONTENT_LENGTH": str(len(body) + 50)})
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.get_json()["error"]["code"] == "bad_request"
+    assert not [r for r in caplog.records if r.exc_info]
+    assert quiet_bridge.count(db.deliveries) == 0 and quiet_bridge.count(db.orders) == 0
+
+
+@pytest.mark.parametrize("raw, shown", [
+    ("/webhooks/woocommerce/%C3%A9t%C3%A9", "no woocommerce store with id 'été'"),
+    ("/webhooks/w%C3%B6o/abc", "no wöo store with id 'abc'"),
+    ("/webhooks/woocommerce/%FF%FE", "no woocommerce store with id '\ufffd\ufffd'"),
+])
+def test_a_non_ascii_path_is_read_as_utf8_as_flask_reads_it(wsgi, caplog, raw, shown):
+    from urllib.parse import unquote
+
+    with caplog.at_level(logging.INFO):
+        resp = wsgi.post(raw, data=b"{}")
+    assert resp.status_code == 404
+    assert resp.get_json()["error"]["message"] == shown
+    path = unquote(raw, errors="replace")
+    assert [r.name for r in caplog.records
+            if r.getMessage() == f"POST {path} rejected: 404 unknown_store"] == ["bridge.app"]
+
+
+def test_a_lowercase_post_is_a_post_as_for_flask(quiet_bridge, connect_store, wsgi):
+    # werkzeug's development server passes the method as sent; Flask upper-cases it.
+    record = connect_store(quiet_bridge)
+    body = php_json(order_payload(508))
+    resp = wsgi.post(f"/webhooks/woocommerce/{record.id}", data=body,
+                     headers={"X-WC-Webhook-Topic": "order.created",
+                              "X-WC-Webhook-Source": record.url + "/",
+                              "X-WC-Webhook-Signature": webhook_signature(body, WEBHOOK_SECRET)},
+                     environ_overrides={"REQUEST_METHOD": "post"})
+    assert resp.status_code == 200 and resp.get_json() == {"ok": True, "order": "queued"}
+
+
+def test_flask_still_routes_post_to_the_webhook_urls(quiet_bridge, connect_store, wsgi):
+    record = connect_store(quiet_bridge)
+    allowed = wsgi.options(f"/webhooks/woocommerce/{record.id}").headers["Allow"]
+    assert "POST" in allowed
+    assert "POST" in wsgi.options("/webhooks/saleor").headers["Allow"]
+    # a doubled slash is merged by Flask's routing, with a redirect that keeps the method
+    resp = wsgi.post(f"/webhooks//woocommerce/{record.id}", data=b"{}")
+    assert resp.status_code == 308
+    assert resp.headers["Location"].endswith(f"/webhooks/woocommerce/{record.id}")
+
+
+def test_error_answers_match_flasks_byte_for_byte(quiet_bridge, connect_store, wsgi, caplog):
+    record = connect_store(quiet_bridge)
+    limit = quiet_bridge.runtime.settings.max_body_bytes
+    with caplog.at_level(logging.INFO):
+        resp = wsgi.post(f"/webhooks/woocommerce/{record.id}", data=b"x" * (limit + 1))
+    assert resp.status == "413 REQUEST ENTITY TOO LARGE"
+    assert resp.get_json()["error"] == {
+        "code": "body_too_large",
+        "message": "The data value transmitted exceeds the capacity limit."}
+    assert resp.headers["Vary"] == "Cookie"
+    assert [r.name for r in caplog.records if "rejected: 413" in r.getMessage()] == ["bridge.app"]
+    body = b'{"id": 1}'
+    resp = wsgi.post(f"/webhooks/woocommerce/{record.id}", data=body,
+                     headers={"X-WC-Webhook-Topic": "product.created",
+                              "X-WC-Webhook-Source": record.url + "/",
+                              "X-WC-Webhook-Signature": webhook_signature(body, WEBHOOK_SECRET)})
+    assert resp.get_data() == b'{"ignored":"product.created","ok":true}\n'  # jsonify's order

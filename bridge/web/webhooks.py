@@ -15,9 +15,10 @@ import json
 import logging
 from typing import Any, Callable, Iterable, Mapping
 
-from flask import Blueprint
+from flask import Blueprint, jsonify, request
 from werkzeug.datastructures import EnvironHeaders
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wsgi import get_input_stream
 
 from ..errors import SignatureError, StoreError, UnknownStoreError
@@ -27,6 +28,8 @@ from ..runtime import Runtime
 from ..stores import adapter_for
 
 logger = logging.getLogger(__name__)
+# The lines the Flask app's error handlers write ("rejected", "unexpected error") under its name.
+app_logger = logging.getLogger("bridge.app")
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -103,8 +106,12 @@ class WebhookEndpoint:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX):
+        # As werkzeug reads them: the method upper-cased (its development server passes it as
+        # sent), the path's WSGI (latin-1) string as UTF-8, an invalid byte replaced.
+        if environ.get("REQUEST_METHOD", "").upper() != "POST" or not path.startswith(PREFIX):
             return self.app(environ, start_response)
+        if not path.isascii():
+            path = path.encode("latin-1").decode("utf-8", "replace")
         headers = EnvironHeaders(environ)
         request_id = request_id_from(headers.get("X-Request-ID"))
         token = request_id_var.set(request_id)
@@ -115,13 +122,15 @@ class WebhookEndpoint:
             status, payload = answer
             if status >= 400 and status < 500:
                 # Method, path and code only: never the body or headers, which may carry secrets.
-                logger.info("POST %s rejected: %d %s", path, status, payload["error"]["code"])
+                app_logger.info("POST %s rejected: %d %s", path, status,
+                                payload["error"]["code"])
         finally:
             request_id_var.reset(token)
-        out = json.dumps(payload, separators=(",", ":")).encode("utf-8") + b"\n"
-        start_response(_STATUS.get(status, f"{status} Error"), [
+        # As Flask's jsonify writes it (sorted keys), with the headers the app's hooks add.
+        out = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8") + b"\n"
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown').upper()}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(out))),
-            *_SECURITY_HEADERS, ("X-Request-ID", request_id)])
+            *_SECURITY_HEADERS, ("X-Request-ID", request_id), ("Vary", "Cookie")])
         return [out]
 
     def _handle(self, environ: dict[str, Any], path: str, headers: EnvironHeaders
@@ -139,13 +148,17 @@ class WebhookEndpoint:
             except RequestEntityTooLarge:
                 body = None
             if body is None or len(body) > limit:
-                return 413, _error("body_too_large", f"the body is larger than {limit} bytes")
+                return 413, _error("body_too_large", RequestEntityTooLarge.description)
             return receive(self.rt, record, headers, body, environ.get("REMOTE_ADDR"))
+        except HTTPException as exc:  # werkzeug's, reading the body (a client gone: 400)
+            from ..app import http_error_code
+
+            return exc.code or 500, _error(http_error_code(exc), exc.description or exc.name)
         except Exception as exc:  # noqa: BLE001 - every failure is a JSON answer, never a crash
             for cls, (status, code) in self.client_errors:
                 if isinstance(exc, cls):
                     return status, _error(code, str(exc))
-            logger.exception("unexpected error")
+            app_logger.exception("unexpected error")
             return 500, _error("internal_error", "the bridge failed to handle this request")
 
 
@@ -157,10 +170,22 @@ def _error(code: str, message: str) -> dict[str, Any]:
 _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                      ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"))
 
-_STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
-           404: "404 Not Found", 413: "413 Request Entity Too Large",
-           422: "422 Unprocessable Entity", 500: "500 Internal Server Error",
-           503: "503 Service Unavailable"}
+
+@bp.post("/saleor")
+@bp.post("/<kind>/<store_id>")
+def receive_view(kind: str = "saleor", store_id: str = "") -> Any:
+    """Not reached while ``WebhookEndpoint`` is in front (it answers every POST these rules
+    match); the rules keep Flask's routing of these URLs as it was: POST in ``Allow``, and a
+    doubled slash redirected (308) to the URL that takes it."""
+    from ..app import runtime
+
+    rt = runtime()
+    record = find_store(rt, request.path, request.headers)
+    if record is None:
+        raise UnknownStoreError(f"no {kind} store with id {store_id[:32]!r}")
+    status, payload = receive(rt, record, request.headers, request.get_data(cache=True),
+                              request.remote_addr)
+    return jsonify(payload), status
 
 
 @bp.route("/saleor", methods=["GET", "PUT", "PATCH", "DELETE"])
