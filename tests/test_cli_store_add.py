@@ -6,14 +6,15 @@ exit status 1, unless UPAY_BRIDGE_ALLOW_PRIVATE_STORE_URLS is on or the operator
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from bridge.crypto import generate_key
-
+from . import test_ops_review
 from .test_ops_review import SECRETS, assert_clear_error, run
+
+# The operations tests' environment: none of the caller's UPAY_BRIDGE_ settings leak in (the
+# private-URL setting in particular).
+env = test_ops_review.env
 
 PRIVATE_URLS = [
     "http://127.0.0.1:8080",  # loopback
@@ -23,16 +24,6 @@ PRIVATE_URLS = [
     "http://169.254.169.254",  # link-local: a cloud's instance metadata service
     "http://100.100.100.200",  # shared address space: another cloud's metadata service
 ]
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    # As tests/test_ops_review.py's: none of the caller's UPAY_BRIDGE_ settings leak in (the
-    # private-URL setting in particular).
-    base = {k: v for k, v in os.environ.items() if not k.startswith("UPAY_BRIDGE_")}
-    return {**base, "UPAY_BRIDGE_DATA_DIR": str(tmp_path / "data"),
-            "UPAY_BRIDGE_SECRET_KEY": generate_key(), "UPAY_BRIDGE_LOG_LEVEL": "WARNING",
-            "UPAY_BRIDGE_PUBLIC_URL": "https://bridge.example.com"}
 
 
 def stores(env: dict[str, str]) -> list[dict]:

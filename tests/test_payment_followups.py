@@ -42,6 +42,21 @@ class _Queue:
         self.jobs.append((pk, dict(hint), delay))
 
 
+def _hand_clock_and_queue(payments) -> tuple[list[float], _Queue]:
+    """The payments' clock, moved by hand (``now[0]``), and its jobs recorded, not run."""
+    now = [time.time()]
+    payments.clock = lambda: now[0]
+    queue = _Queue()
+    payments.schedule = queue
+    return now, queue
+
+
+def _forge_notification(bridge, record, row) -> None:
+    """An unsigned notification claiming a capture on ``row``'s invoice."""
+    forged = {"result": "CAPTURED", "track_id": "F" * 32, "requested_order_id": row.upay_order_id}
+    requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged, timeout=5)
+
+
 def _expire(bridge, row) -> None:
     """The store's expiry passes: reconcile marks the unpaid invoice expired, as it does."""
     with bridge.runtime.engine.begin() as conn:
@@ -236,13 +251,9 @@ def test_a_check_retrying_through_an_outage_is_not_taken_for_lost(bridge, connec
     _expire(bridge, row)
     bridge.stop_worker()
     p = bridge.runtime.payments
-    start = time.time()
-    now = [start]
-    p.clock = lambda: now[0]
-    queue = _Queue()
-    p.schedule = queue
-    forged = {"result": "CAPTURED", "track_id": "F" * 32, "requested_order_id": row.upay_order_id}
-    requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged, timeout=5)
+    now, queue = _hand_clock_and_queue(p)
+    start = now[0]
+    _forge_notification(bridge, record, row)
     [(pk, hint, _)] = queue.jobs
     fake_upay.faults.add("status", "status", status=503)
     assert p.confirm(pk, hint) == "retrying"
@@ -287,13 +298,9 @@ def test_a_worker_clock_behind_the_web_clock_still_settles_the_check(bridge, con
     _expire(bridge, row)
     bridge.stop_worker()
     p = bridge.runtime.payments
-    start = time.time()
-    now = [start]
-    p.clock = lambda: now[0]
-    queue = _Queue()
-    p.schedule = queue
-    forged = {"result": "CAPTURED", "track_id": "F" * 32, "requested_order_id": row.upay_order_id}
-    requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged, timeout=5)
+    now, queue = _hand_clock_and_queue(p)
+    start = now[0]
+    _forge_notification(bridge, record, row)
     [(pk, hint, _)] = queue.jobs
     now[0] = start - 2  # the worker's clock
     assert p.confirm(pk, hint) == "pending"
@@ -320,11 +327,7 @@ def test_another_checks_late_answer_does_not_settle_a_signals_owed_check(
     finally:
         p.clock = time.time
     bridge.stop_worker()
-    start = time.time()
-    now = [start]
-    p.clock = lambda: now[0]
-    queue = _Queue()
-    p.schedule = queue
+    now, queue = _hand_clock_and_queue(p)
     assert requests.post(f"{bridge.url}/upay/notify/{record.id}",
                          data=fake_upay.invoices[second.invoice_id].fields,
                          timeout=5).status_code == 200
