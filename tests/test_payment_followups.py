@@ -57,6 +57,18 @@ def _forge_notification(bridge, record, row) -> None:
     requests.post(f"{bridge.url}/upay/notify/{record.id}", data=forged, timeout=5)
 
 
+def _paid_an_hour_ago(bridge, fake_upay, order, attempt) -> None:
+    """The customer pays ``attempt``'s invoice, and the bridge records it, an hour ago."""
+    p = bridge.runtime.payments
+    p.clock = lambda: time.time() - 3600
+    try:
+        fake_upay.complete_payment(attempt.invoice_id, "CAPTURED")
+        wait_for(lambda: bridge.order(order["id"]).payment_state == "paid")
+        wait_for(lambda: bridge.runtime.jobs.depth() == 0)
+    finally:
+        p.clock = time.time
+
+
 def _expire(bridge, row) -> None:
     """The store's expiry passes: reconcile marks the unpaid invoice expired, as it does."""
     with bridge.runtime.engine.begin() as conn:
@@ -222,14 +234,7 @@ def test_a_second_payment_on_a_paid_order_is_found_when_its_check_is_lost(
     payment was never flagged."""
     connect_store(bridge)
     order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
-    p = bridge.runtime.payments
-    p.clock = lambda: time.time() - 3600  # paid an hour ago
-    try:
-        fake_upay.complete_payment(second.invoice_id, "CAPTURED")
-        wait_for(lambda: bridge.order(order["id"]).payment_state == "paid")
-        wait_for(lambda: bridge.runtime.jobs.depth() == 0)
-    finally:
-        p.clock = time.time
+    _paid_an_hour_ago(bridge, fake_upay, order, second)
     restore = _lose_the_check(bridge, seconds_ago=400)
     fake_upay.complete_payment(lost.invoice_id, "CAPTURED")
     restore()
@@ -319,13 +324,7 @@ def test_another_checks_late_answer_does_not_settle_a_signals_owed_check(
     record = connect_store(bridge)
     order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
     p = bridge.runtime.payments
-    p.clock = lambda: time.time() - 3600  # paid an hour ago
-    try:
-        fake_upay.complete_payment(second.invoice_id, "CAPTURED")
-        wait_for(lambda: bridge.order(order["id"]).payment_state == "paid")
-        wait_for(lambda: bridge.runtime.jobs.depth() == 0)
-    finally:
-        p.clock = time.time
+    _paid_an_hour_ago(bridge, fake_upay, order, second)
     bridge.stop_worker()
     now, queue = _hand_clock_and_queue(p)
     assert requests.post(f"{bridge.url}/upay/notify/{record.id}",
