@@ -147,3 +147,44 @@ def test_an_interrupted_leader_leaves_no_follower_waiting() -> None:
     assert not any(t.is_alive() for t in threads)
     assert len(outcome) == 2
     assert any(isinstance(e, KeyboardInterrupt) for e in outcome)
+
+
+def test_a_burst_of_threads_each_gets_its_own_result() -> None:
+    # Many requests at once, some with bad rows, over many batches: every request gets its
+    # own answer, no row is written twice or lost, and nothing is left waiting.
+    written: list[str] = []
+    lock = threading.Lock()
+
+    def write(items: Sequence[str]) -> list[str]:
+        if any(item.startswith("bad") for item in items):
+            raise ValueError("bad row")
+        with lock:
+            written.extend(items)
+        threading.Event().wait(0.0005)  # a commit takes a while; others pile up meanwhile
+        return [item.upper() for item in items]
+
+    group = GroupCommit(write, max_batch=5)
+    results: dict[str, object] = {}
+
+    def run(t: int) -> None:
+        for i in range(100):
+            item = f"{'bad' if i % 17 == 0 else 'ok'}-{t}-{i}"
+            try:
+                results[item] = group.submit(item)
+            except ValueError as exc:
+                results[item] = exc
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert len(results) == 1600
+    for item, result in results.items():
+        if item.startswith("bad"):
+            assert isinstance(result, ValueError)
+        else:
+            assert result == item.upper()
+    assert sorted(written) == sorted(i for i in results if i.startswith("ok"))
+    assert not group._pending and not group._leading  # noqa: SLF001 - the lead was given up
