@@ -54,8 +54,12 @@ _DROPPED_RE = re.compile("[" + "".join(
 
 
 def _clean_text(text: str) -> str:
+    # Nothing _DROPPED_RE matches is printable, so printable text (most names, in any script)
+    # skips the substitution.
+    if type(text) is not str or not text.isprintable():
+        text = _DROPPED_RE.sub("", text)
     # Whitespace is collapsed, so "a\nb" becomes "a b" rather than "ab".
-    return " ".join(_DROPPED_RE.sub("", text).split())
+    return " ".join(text.split())
 
 
 _ZWJ = "\u200d"

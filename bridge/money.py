@@ -8,7 +8,7 @@ the currency's own ISO 4217 exponent before it is compared or sent to UPay.
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, getcontext, localcontext
 
 _THREE = ("KWD", "BHD", "OMR", "JOD", "IQD", "LYD", "TND")
 _ZERO = ("JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "XPF", "PYG", "RWF", "KMF",
@@ -44,10 +44,24 @@ def quantize(amount: Decimal, currency: str) -> Decimal:
 
 
 def parse_amount(value: object) -> Decimal:
+    # Stores send amounts as strings, so an exact str is tested for first and read here without
+    # the type tests and the call below (it is none of those types; a str subclass reaches the
+    # same reading through _decimal_from_text).
+    if type(value) is str:
+        text = value.strip()
+        # ASCII digits with at most one point ("12.500") match _AMOUNT_RE; telling them apart
+        # costs well under half of the regex, which still decides everything else.
+        digits = text.replace(".", "", 1)
+        if not (digits.isascii() and digits.isdigit()) and not _AMOUNT_RE.fullmatch(text):
+            raise ValueError(f"not an amount: {value!r}")
+        try:
+            amount = Decimal(text)
+        except InvalidOperation as exc:  # the checks above should make this unreachable
+            raise ValueError(f"not an amount: {value!r}") from exc
     # bool is an int subclass: True must not become 1.
-    if value is None or isinstance(value, bool):
+    elif value is None or isinstance(value, bool):
         raise ValueError(f"not an amount: {value!r}")
-    if isinstance(value, Decimal):
+    elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, int):
         amount = Decimal(value)
@@ -88,12 +102,50 @@ def add_exact(*amounts: Decimal) -> Decimal:
     terms = [a for a in amounts if a]  # a zero, whatever its exponent, adds nothing
     if not terms:
         return Decimal(0)
-    span = max(a.adjusted() for a in terms) - min(int(a.as_tuple().exponent) for a in terms) + 2
+    # One or two terms, spelt out: every line adds its total and its (mostly zero) tax.
+    n = len(terms)
+    if n == 1:
+        top, bottom = terms[0].adjusted(), _exponent(terms[0])
+    elif n == 2:
+        first, second = terms
+        top = max(first.adjusted(), second.adjusted())
+        bottom = min(_exponent(first), _exponent(second))
+    else:
+        top = max([a.adjusted() for a in terms])
+        bottom = min([_exponent(a) for a in terms])
+    span = top - bottom + 2
     if span > _MAX_SUM_DIGITS:
         raise ValueError("amounts too far apart in magnitude to add exactly")
+    if n == 1:
+        return terms[0]  # nothing to add, so no context is involved
+    # Every line adds a total and its tax, and a private context for that costs more than the
+    # addition itself. The caller's context serves as is when no addition can signal anything
+    # in it: then it computes exactly what a copy with the same precision would, and the copy's
+    # flags, which are all it could differ in, stay clear as well. With n terms every partial sum
+    # is below n * 10**(top + 1) and a multiple of 10**bottom, so its coefficient has at most
+    # span - 1 + ceil(log10(n)) <= span + n - 2 digits: no rounding (Inexact, Rounded). Its
+    # exponent is at least bottom >= Emin: not subnormal (Subnormal, Underflow), and a zero is
+    # not clamped (Clamped). Its exponent is at most top and its adjusted exponent at most
+    # top + n - 1, both below Etop <= Emax: no overflow, no clamping (Overflow, Clamped).
+    context = getcontext()
+    if span + n - 2 <= context.prec and bottom >= context.Emin and top + n <= context.Etop():
+        return sum(terms[1:], terms[0])
     with localcontext() as ctx:
         ctx.prec = max(ctx.prec, span)
         return sum(terms[1:], terms[0])
+
+
+def _exponent(amount: Decimal) -> int:
+    """``int(amount.as_tuple().exponent)``, read off str() when that is plain notation: as_tuple()
+    builds a named tuple of every digit, which takes twice as long as this."""
+    text = str(amount)
+    # A finite Decimal is written without an exponent only when its exponent is <= 0, and then
+    # with exactly -exponent digits after the point (none and no point for 0). The exponent
+    # letter is "e" in a context with capitals=0.
+    if amount.is_finite() and "E" not in text and "e" not in text:
+        point = text.find(".")
+        return 0 if point < 0 else point + 1 - len(text)
+    return int(amount.as_tuple().exponent)
 
 
 def format_amount(amount: Decimal, currency: str) -> str:

@@ -7,7 +7,6 @@ formatted with the store's global decimals setting; they are parsed exactly and 
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,7 @@ from bridge.money import add_exact, parse_amount
 from bridge.stores.payload import objects, storable, storable_id
 from bridge.stores.payload import quantity as parse_quantity
 
-_CURRENCY_RE = re.compile(r"[A-Za-z]{3}")
+_ZERO = Decimal("0")
 
 
 def order_from_woocommerce(payload: object) -> Order:
@@ -33,23 +32,22 @@ def order_from_woocommerce(payload: object) -> Order:
     order_id = payload.get("id")
     if isinstance(order_id, bool) or not isinstance(order_id, int) or order_id <= 0:
         raise InvalidPayloadError(f"order 'id' must be a positive integer, got {order_id!r}")
+    where = f"order {order_id}"
     status = payload.get("status")
     if not isinstance(status, str) or not status.strip():
-        raise InvalidPayloadError(f"order {order_id}: 'status' must be a non-empty string, "
-                                  f"got {status!r}")
-    status = storable_id(status, f"order {order_id}", "status")
+        raise InvalidPayloadError(f"{where}: 'status' must be a non-empty string, got {status!r}")
+    status = storable_id(status, where, "status")
     currency = payload.get("currency")
-    if not isinstance(currency, str) or not _CURRENCY_RE.fullmatch(currency.strip()):
-        raise InvalidPayloadError(f"order {order_id}: 'currency' must be a 3-letter ISO 4217 "
-                                  f"code, got {currency!r}")
-    where = f"order {order_id}"
+    if not isinstance(currency, str) or not _is_currency_code(currency.strip()):
+        raise InvalidPayloadError(f"{where}: 'currency' must be a 3-letter ISO 4217 code, "
+                                  f"got {currency!r}")
     total = _money(payload, "total", where)
-    discount_total = _money(payload, "discount_total", where, default=Decimal("0"))
+    discount_total = _money(payload, "discount_total", where, default=_ZERO)
 
     number = payload.get("number")
     if isinstance(number, bool) or not isinstance(number, (str, int)) or not str(number).strip():
         number = order_id  # plugins may blank it; the id is what WooCommerce shows then
-    number = storable_id(str(number), f"order {order_id}", "number")
+    number = storable_id(str(number), where, "number")
     lines = (
         _lines(payload, "line_items", where, LineKind.ITEM)
         + _lines(payload, "shipping_lines", where, LineKind.SHIPPING)
@@ -81,6 +79,11 @@ def _error_payload_message(payload: dict) -> str:
     return message + "; the webhook's owner may have been deleted or lost access to orders"
 
 
+def _is_currency_code(text: str) -> bool:
+    # Three ASCII letters, as the regex [A-Za-z]{3} would say, without running one per order.
+    return len(text) == 3 and text.isascii() and text.isalpha()
+
+
 def _text(value: Any) -> str:
     # WooCommerce sends null for some strings (billing.email, sku of a deleted product).
     return storable(value).strip() if isinstance(value, str) else ""
@@ -101,17 +104,16 @@ def _lines(payload: dict, key: str, where: str, kind: LineKind) -> list[OrderLin
     lines = []
     for here, item in objects(payload, key, where):
         # Line totals are after discounts and exclude tax, whatever prices_include_tax says.
-        total, tax = _money(item, "total", here), _money(item, "total_tax", here,
-                                                        default=Decimal("0"))
+        total, tax = _money(item, "total", here), _money(item, "total_tax", here, default=_ZERO)
         try:
             amount = add_exact(total, tax)
         except ValueError as exc:
             raise InvalidPayloadError(f"{here}: 'total' plus 'total_tax': {exc}") from None
-        if kind == LineKind.ITEM:
+        if kind is LineKind.ITEM:
             name = _raw_name(item, "name")
             quantity, sku = parse_quantity(item.get("quantity"), here), _text(
                 item.get("sku"))
-        elif kind == LineKind.SHIPPING:
+        elif kind is LineKind.SHIPPING:
             name, quantity, sku = _raw_name(item, "method_title") or "Shipping", 1, ""
         else:
             name, quantity, sku = _raw_name(item, "name") or "Fee", 1, ""
