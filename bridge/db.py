@@ -114,6 +114,9 @@ orders = sa.Table(
     # When the status check queued by a notification or return runs (or last ran): signals for
     # the same order merge into it, so a flood of them cannot spend UPay's status budget.
     sa.Column("signal_check_at", sa.Float, nullable=True),
+    # When the next follow-up check for a customer waiting on the return page is due: one chain
+    # of them per order however often the page is reloaded (a time in the past: none running).
+    sa.Column("follow_up_at", sa.Float, nullable=True),
     sa.UniqueConstraint("store_id", "external_id", name="uq_orders_store_external"),
 )
 sa.Index("ix_orders_work", orders.c.state, orders.c.next_attempt_at)

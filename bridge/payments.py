@@ -115,10 +115,16 @@ class Payments:
 
     def confirm(self, pk: int, hint: Mapping[str, str] | None = None) -> str:
         hint = dict(hint or {"source": "reconcile"})
+        outcome = self._confirm(pk, hint)
+        if hint.get("then") and outcome not in ("gone", "rate-limited", "retrying"):
+            # Answered: the next of the order's other invoices that signals named is asked
+            # about now, and the record that a check is owed passes on to that check.
+            self._check_next_invoice(pk, hint)
+        return outcome
+
+    def _confirm(self, pk: int, hint: dict[str, str]) -> str:
         source = hint.get("source", "reconcile")
         track_id, upay_order_id = hint.get("track_id", ""), hint.get("upay_order_id", "")
-        # The signal check this is, if any: its answer settles the record that it is owed.
-        owns = _float(hint.get("until"))
         row = self.pipeline._row(pk)
         record = self.registry.find(row.store_id) if row is not None else None
         if row is None or record is None:
@@ -129,7 +135,7 @@ class Payments:
         else:
             lookup = self._lookup(attempts, track_id, upay_order_id)
         if lookup is None:
-            self._next_check(row, count=False, settles=owns)  # nothing can be asked
+            self._next_check(row, count=False, settles=_owns(hint))  # nothing can be asked
             return "nothing-to-ask"
         wait = self.limiter.acquire(key_id(record.secrets["upay_api_key"]))
         if wait:
@@ -137,11 +143,15 @@ class Payments:
             self._requeue(pk, hint, wait)
             return "rate-limited"
         # Signals merged into this check while it was queued may name another invoice of the
-        # order: each gets a check of its own (reconcile does not look at a paid order). A
-        # customer's return merged into it makes it the start of the return's follow-ups.
+        # order: each is asked about after this check (reconcile does not look at a paid
+        # order). A customer's return merged into it makes it the start of the return's
+        # follow-ups.
         if self._check_merged(pk, hint, attempts) and source != "return":
             hint["follow_up"] = "return"
-        hint.pop("since", None)  # a retry of this check does not queue them again
+        hint.pop("since", None)  # a retry of this check does not look at them again
+        # The signal check this is, if any: its answer settles the record that it is owed,
+        # unless other invoices are still to be asked about (the record passes on to them).
+        owns = _owns(hint)
         try:
             tx = self.pipeline._client(record).get_payment_status(**lookup)
         except UPayError as exc:
@@ -167,7 +177,7 @@ class Payments:
             self._next_check(row, settles=owns)
         follow_up = source == "return" or hint.get("follow_up") == "return"
         return self._apply(row, record, verdict, attempts, source, follow_up=follow_up,
-                           settles=owns)
+                           settles=owns, chain=_float(hint.get("at")))
 
     def _lookup(self, attempts: list[Any], track_id: str, upay_order_id: str) -> dict | None:
         # Our own invoice id is the authority for our invoices (a forged notification cannot
@@ -229,17 +239,18 @@ class Payments:
         logger.warning("UPay status for order %s of store %s (%s) failed: %s", row.external_id,
                        record.id, source, exc, extra={"store_id": record.id,
                                                       "order_id": row.external_id})
-        self._next_check(row, settles=_float(hint.get("until")))
+        self._next_check(row, settles=_owns(hint))
         with self.engine.begin() as conn:
             _event(conn, row.id, self.clock(), "status_error", f"{source}: {exc}")
         return "status-error"
 
     def _apply(self, row: Any, record: StoreRecord, verdict: Verdict, attempts: list[Any],
-               source: str, follow_up: bool = False, settles: float | None = None) -> str:
+               source: str, follow_up: bool = False, settles: float | None = None,
+               chain: float | None = None) -> str:
         pk, lang, now = row.id, record.settings.language, self.clock()
         attempt = next((a for a in attempts if a.upay_order_id == verdict.upay_order_id), None)
         if verdict.outcome == Outcome.PENDING:
-            self._next_check(row, follow_up=follow_up, settles=settles)
+            self._next_check(row, follow_up=follow_up, settles=settles, chain=chain)
             return "pending"
         if verdict.outcome == Outcome.MISMATCH:
             logger.warning("suspicious UPay status for order %s of store %s (%s): %s",
@@ -460,12 +471,13 @@ class Payments:
                 hint.setdefault("since", repr(until))
         self.schedule(pk, hint, delay)
 
-    def _check_merged(self, pk: int, hint: Mapping[str, str], attempts: list[Any]) -> bool:
-        """Queue a check for each other invoice of the order named by a notification that was
-        merged into this queued check: the check asks only about its own signal's invoice, and
-        a second payment on another invoice (the order already paid) would never be looked
-        at. At most one per attempt of the order, so a flood of forged notifications still
-        cannot spend the key's budget.
+    def _check_merged(self, pk: int, hint: dict[str, str], attempts: list[Any]) -> bool:
+        """Add to ``hint["then"]`` the notifications merged into this queued check that name
+        another invoice of the order, one per invoice: the check asks only about its own
+        signal's invoice, and a second payment on another invoice (the order already paid)
+        would never be looked at. At most one per attempt of the order, so a flood of forged
+        notifications still cannot spend the key's budget. They are asked about one after the
+        other once this check has its answer (see _check_next_invoice).
 
         True when a customer's return merged into it: that return queued nothing of its own,
         so this check starts its follow-ups (a notification's check does not, see _apply). A
@@ -479,31 +491,78 @@ class Payments:
         window = [n.order_id == pk, n.state == "matched", n.received_at >= since]
         if until is not None:  # signals from the check's due time on merge into the next one
             window.append(n.received_at < until)
+        chained = _ids(hint.get("then"))
         with db.reading(self.engine) as conn:
-            signals = conn.execute(sa.select(n.fields).where(
-                n.kind == "notify", *window).order_by(n.id.desc()).limit(50)).scalars().all()
+            signals = conn.execute(sa.select(n.id, n.fields).where(
+                n.kind == "notify", *window).order_by(n.id.desc()).limit(50)).all()
             returned = conn.execute(sa.select(n.id).where(
                 n.kind == "return", *window).limit(1)).first() is not None
+            # A retry of this check (see _requeue) already has some to ask about.
+            earlier = conn.execute(sa.select(n.fields).where(
+                n.id.in_(chained), n.order_id == pk)).scalars().all() if chained else []
         seen = {hint.get("upay_order_id", "")}
-        for raw in signals:
-            fields = _fields(raw)
+        seen.update((_fields(raw) or {}).get("requested_order_id", "")[:40] for raw in earlier)
+        for signal in signals:
+            fields = _fields(signal.fields)
             if fields is None:
                 continue
             upay_order_id = fields.get("requested_order_id", "")[:40]
             if upay_order_id in seen or upay_order_id not in by_order_id:
                 continue
             seen.add(upay_order_id)
-            self.schedule(pk, _hint("notify", fields, upay_order_id), 0.0)
+            chained.append(signal.id)
+        if chained:
+            hint["then"] = _join(chained)
         return returned
 
+    def _check_next_invoice(self, pk: int, hint: Mapping[str, str]) -> None:
+        """Queue the check of the next invoice in ``hint["then"]`` (notifications that named
+        another invoice of the order, see _check_merged), with the rest after it.
+
+        The answered check hands the record that a check is owed (see _signal_check) to this
+        one, so that the order stays owed until the last of them answers: lost with the job
+        queue, they are made again by reconcile (see _replay), even on a paid order. Handed on
+        only while the answered check still holds the record: a signal that came after it was
+        due queued a check of its own, which holds it."""
+        ids = _ids(hint.get("then"))
+        n = db.notifications.c
+        with db.reading(self.engine) as conn:
+            found = dict(conn.execute(sa.select(n.id, n.fields).where(
+                n.id.in_(ids), n.order_id == pk)).all()) if ids else {}
+        todo = [(i, fields) for i in ids if (fields := _fields(found.get(i, "null")))]
+        until = _float(hint.get("until"))
+        if not todo:
+            # None of them is left (they go with their order or store): what the answered
+            # check owed ends here, as it would have with its answer.
+            row = self.pipeline._row(pk)
+            if row is not None:
+                self._next_check(row, count=False, settles=until)
+            return
+        fields, rest = todo[0][1], [i for i, _ in todo[1:]]
+        nxt = _hint("notify", fields, fields.get("requested_order_id", "")[:40])
+        if rest:
+            nxt["then"] = _join(rest)
+        if until is not None:
+            now = self.clock()
+            o = db.orders.c
+            with self.engine.begin() as conn:
+                moved = conn.execute(db.orders.update().where(
+                    o.id == pk, o.signal_check_at == until)
+                    .values(signal_check_at=now, next_check_at=now).returning(o.id)).first()
+            if moved is not None:
+                nxt["until"] = repr(now)
+        self.schedule(pk, nxt, 0.0)
+
     def _next_check(self, row: Any, follow_up: bool = False, count: bool = True,
-                    settles: float | None = None) -> None:
+                    settles: float | None = None, chain: float | None = None) -> None:
         """After a check (or when reconcile queues one): when to ask UPay next.
 
         ``settles``: the due time of the signal check this is (its hint's "until"); its answer
         ends what was owed, whatever this machine's clock says. Another signal's check not
         answered yet stays owed; otherwise an open order is next checked by the schedule,
-        and a settled one (paid, flagged, expired) owes nothing."""
+        and a settled one (paid, flagged, expired) owes nothing. ``follow_up``: the answer
+        is for a customer back on the return page; ``chain``: the due time of the follow-up
+        this is, if it is one (see _follow_up)."""
         now = self.clock()
         returned = row.returned_at is not None and now - row.returned_at < RETURN_WATCH_SECONDS
         delay = next_check_delay(now - row.created_at, returned)
@@ -522,9 +581,28 @@ class Payments:
         else:
             self._set(row.id, next_check_at=next_at)
         if follow_up and returned:
-            # A customer is waiting on the return page: look again soon, without waiting for
-            # the next reconcile pass (one chain, from the return, within the rate limit).
-            self.schedule(row.id, {"source": "return"}, delay)
+            self._follow_up(row.id, delay, chain)
+
+    def _follow_up(self, pk: int, delay: float, chain: float | None) -> None:
+        """A customer is waiting on the return page: look again in ``delay`` seconds, without
+        waiting for the next reconcile pass, unless a chain of follow-ups is running already.
+
+        One chain per order: each follow-up queues the next, and orders.follow_up_at holds
+        when the next is due. A check caused by a return (the customer reloading the page)
+        starts a chain only when none is due later; otherwise each reload would start one more
+        chain, each costing a status call every 15 s of the key's 30 a minute. A chain lost
+        with the job queue is due in the past: the next return starts a new one."""
+        now = self.clock()
+        at = now + delay
+        o = db.orders.c
+        free = sa.or_(o.follow_up_at.is_(None), o.follow_up_at <= now)
+        if chain is not None:
+            free = sa.or_(free, o.follow_up_at == chain)  # the chain goes on
+        with self.engine.begin() as conn:
+            started = conn.execute(db.orders.update().where(o.id == pk, free)
+                                   .values(follow_up_at=at).returning(o.id)).first()
+        if started is not None:
+            self.schedule(pk, {"source": "return", "at": repr(at)}, delay)
 
     def _set(self, pk: int, event: tuple[str, str] | None = None, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -565,6 +643,20 @@ _OWED_ONLY = sa.case((db.orders.c.next_check_at == db.orders.c.signal_check_at,
 def _owed(row: Any) -> bool:
     """A signal's check is owed: queued for signal_check_at and not answered yet."""
     return row.signal_check_at is not None and row.next_check_at == row.signal_check_at
+
+
+def _owns(hint: Mapping[str, str]) -> float | None:
+    """The due time of the signal check ``hint`` is, when its answer settles what is owed: not
+    while other invoices are still to be asked about after it (see _check_next_invoice)."""
+    return None if hint.get("then") else _float(hint.get("until"))
+
+
+def _ids(value: str | None) -> list[int]:
+    return [int(x) for x in (value or "").split(",") if x.isdigit()]
+
+
+def _join(ids: list[int]) -> str:
+    return ",".join(str(i) for i in ids)
 
 
 def _float(value: Any) -> float | None:
