@@ -359,13 +359,16 @@ def store_show(store_id: str, as_json: bool) -> None:
 def store_remove(store_id: str, yes: bool) -> None:
     """Remove a store and everything the bridge recorded for it."""
     rt = _runtime()
-    if rt.registry.find(store_id) is None:
+    # A removal that was interrupted left the store hidden from every lookup: running this
+    # again finishes it.
+    unfinished = store_id in rt.registry.pending_removals()
+    if not unfinished and rt.registry.find(store_id) is None:
         _fail(f"no store with id {store_id!r}")
         return
     if not yes:
         click.confirm(f"Remove store {store_id} and its order records?", abort=True)
     rt.registry.remove(store_id)
-    click.echo(f"removed {store_id}")
+    click.echo(f"removed {store_id}" + (" (finished an interrupted removal)" if unfinished else ""))
 
 
 @store.command("catch-up")

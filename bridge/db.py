@@ -161,6 +161,10 @@ payments = sa.Table(
     sa.Column("source", sa.String(12), nullable=False),  # notify | return | reconcile
     sa.Column("created_at", sa.Float, nullable=False),
 )
+# Foreign keys with ON DELETE CASCADE: without them PostgreSQL scans payments once per order or
+# attempt deleted (migration 0009).
+sa.Index("ix_payments_order", payments.c.order_id)
+sa.Index("ix_payments_attempt", payments.c.attempt_id)
 
 store_actions = sa.Table(
     "store_actions", metadata,

@@ -112,6 +112,11 @@ class Jobs:
         def store_health() -> int:
             return health.tick()
 
+        # A store's removal cut short (see StoreRegistry.finish_removals) is finished here.
+        @huey.periodic_task(crontab(minute="*/5"), name="finish_removals")
+        def finish_removals() -> int:
+            return pipeline.registry.finish_removals()
+
         @huey.task(name="register_webhook", retries=6, retry_delay=20)
         def register_webhook(store_id: str) -> None:
             health.register_webhook(store_id)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets as pysecrets
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from . import db
 from .crypto import SecretBox
 from .errors import ConfigError, UnknownStoreError
 from .models import Language, NotificationType
+
+_T = TypeVar("_T")
+logger = logging.getLogger(__name__)
 
 # The secrets each kind of store needs; all are encrypted together in one column.
 REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
@@ -131,6 +135,25 @@ def validate_store_url(url: str, kind: str = "woocommerce") -> str:
     return url if kind == "saleor" else url.rstrip("/")
 
 
+#: The ``kind`` of a store being removed: no lookup finds it (see StoreRegistry.remove).
+REMOVING = "removing"
+#: Orders deleted per transaction when removing a store, at most (see _Batches).
+REMOVAL_BATCH = 500
+#: Orders in a removal's first batch; quick batches double it up to the most asked for.
+REMOVAL_FIRST_BATCH = 100
+#: Seconds a removal batch should take: well under the statement timeout (db.STATEMENT_TIMEOUT),
+#: since one statement's cost grows with tables the batch size does not bound (see _Batches).
+REMOVAL_BATCH_SECONDS = 3.0
+#: Seconds after which a removal still marked is taken for cut short (see finish_removals): far
+#: longer than removing a store takes (200,000 orders: about 9 s on PostgreSQL).
+REMOVAL_RESUME_SECONDS = 900.0
+#: Batches in a row the database may cancel (statement timeout) or abort (deadlock) before the
+#: removal gives up; running it again resumes it.
+REMOVAL_RETRIES = 8
+# query_canceled (the statement timeout), deadlock_detected, serialization_failure.
+_RETRYABLE_SQLSTATES = {"57014": True, "40P01": False, "40001": False}  # True: shrink the batch
+
+
 class StoreRegistry:
     # Every webhook and every job looks its store up: a short-lived cache saves a database read
     # and a decryption each time. Changes made in this process apply at once; changes made by
@@ -180,7 +203,8 @@ class StoreRegistry:
         if cached is not None and cached[0] > now:
             return cached[1]
         with db.reading(self._engine) as conn:
-            row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)).first()
+            row = conn.execute(sa.select(db.stores).where(
+                db.stores.c.id == store_id, db.stores.c.kind != REMOVING)).first()
         if row is None:
             raise UnknownStoreError(f"no store with id {store_id!r}")
         record = self._record(row)
@@ -193,7 +217,8 @@ class StoreRegistry:
             return None
         with db.reading(self._engine) as conn:
             row = conn.execute(sa.select(db.stores).where(
-                db.stores.c.kind == kind, db.stores.c.url == url[:500])).first()
+                db.stores.c.kind == kind, db.stores.c.kind != REMOVING,
+                db.stores.c.url == url[:500])).first()
         return self._record(row) if row is not None else None
 
     def find(self, store_id: str) -> StoreRecord | None:
@@ -205,26 +230,109 @@ class StoreRegistry:
             return None
 
     def list(self, merchant_id: int | None = None) -> list[StoreRecord]:
-        query = sa.select(db.stores).order_by(db.stores.c.created_at)
+        query = sa.select(db.stores).where(db.stores.c.kind != REMOVING) \
+            .order_by(db.stores.c.created_at)
         if merchant_id is not None:
             query = query.where(db.stores.c.merchant_id == merchant_id)
         with db.reading(self._engine) as conn:
             rows = conn.execute(query).all()
         return [self._record(r) for r in rows]
 
-    def remove(self, store_id: str) -> None:
+    def remove(self, store_id: str, *, batch_size: int = REMOVAL_BATCH) -> None:
+        """Delete the store and everything recorded for it.
+
+        The history goes in batches of at most ``batch_size`` orders, one short transaction
+        each, so that no statement nears the database's statement timeout and other writers
+        wait at most one batch. The store is first marked as being removed (no webhook,
+        callback or job finds it any more), its row goes last: an interrupted removal leaves
+        a store nobody serves, and calling this again finishes it.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
         self._forget(store_id)
+        s = db.stores.c
         with self._engine.begin() as conn:
-            # Child rows first: SQLite enforces ON DELETE CASCADE only with foreign_keys on.
-            order_ids = sa.select(db.orders.c.id).where(db.orders.c.store_id == store_id)
-            conn.execute(db.events.delete().where(db.events.c.order_id.in_(order_ids)))
-            conn.execute(db.attempts.delete().where(db.attempts.c.order_id.in_(order_ids)))
-            conn.execute(db.orders.delete().where(db.orders.c.store_id == store_id))
-            conn.execute(db.deliveries.delete().where(db.deliveries.c.store_id == store_id))
-            conn.execute(db.notifications.delete().where(db.notifications.c.store_id == store_id))
-            result = conn.execute(db.stores.delete().where(db.stores.c.id == store_id))
-        if result.rowcount == 0:
+            marked = conn.execute(db.stores.update().where(s.id == store_id).values(
+                kind=REMOVING, updated_at=time.time())).rowcount
+        # Again: a get() that read the row just before the mark may have cached it since.
+        self._forget(store_id)
+        if marked == 0:
             raise UnknownStoreError(f"no store with id {store_id!r}")
+        batches = _Batches(batch_size)
+
+        def orders_span(conn: Connection, lo: int, hi: int) -> None:
+            _delete_orders(conn, store_id, lo, hi)
+
+        self._delete_in_batches(batches, db.orders, store_id, orders_span)
+        for table in (db.deliveries, db.notifications):  # notifications matching no order
+
+            def store_span(conn: Connection, lo: int, hi: int, table: sa.Table = table) -> None:
+                conn.execute(table.delete().where(table.c.store_id == store_id,
+                                                  table.c.id.between(lo, hi)))
+
+            self._delete_in_batches(batches, table, store_id, store_span)
+        o = db.orders.c
+        with self._engine.begin() as conn:
+            # What arrived while the batches ran (another process serves a store from its cache
+            # for up to CACHE_SECONDS): a few rows. A row committed after these deletes is
+            # taken by the store row's ON DELETE CASCADE.
+            span = conn.execute(sa.select(sa.func.min(o.id), sa.func.max(o.id))
+                                .where(o.store_id == store_id)).first()
+            if span is not None and span[0] is not None:
+                _delete_orders(conn, store_id, span[0], span[1])
+            for table in (db.deliveries, db.notifications, db.store_health,
+                          db.dashboard_sessions):
+                conn.execute(table.delete().where(table.c.store_id == store_id))
+            conn.execute(db.stores.delete().where(s.id == store_id))
+        self._forget(store_id)
+
+    def _delete_in_batches(self, batches: "_Batches", table: sa.Table, store_id: str,
+                           delete_span: Callable[[Connection, int, int], None]) -> None:
+        """Delete the store's rows of ``table`` in id order, one batch per transaction."""
+        c = table.c
+        after = 0
+
+        def batch(conn: Connection, limit: int) -> int | None:
+            ids = conn.execute(sa.select(c.id).where(c.store_id == store_id, c.id > after)
+                               .order_by(c.id).limit(limit)).scalars().all()
+            if not ids:
+                return None
+            delete_span(conn, ids[0], ids[-1])
+            return int(ids[-1])
+
+        while (last := batches.run(self._engine, batch)) is not None:
+            after = last
+
+    def pending_removals(self, marked_before: float | None = None) -> list[str]:
+        """The stores whose removal was interrupted (only those marked before ``marked_before``,
+        a Unix time, when given): ``remove`` each to finish it."""
+        s = db.stores.c
+        query = sa.select(s.id).where(s.kind == REMOVING).order_by(s.updated_at)
+        if marked_before is not None:
+            query = query.where(s.updated_at < marked_before)
+        with db.reading(self._engine) as conn:
+            return list(conn.execute(query).scalars().all())
+
+    def finish_removals(self, idle_seconds: float = REMOVAL_RESUME_SECONDS) -> int:
+        """Finish the removals that were cut short (a web process killed while a merchant
+        disconnected a store): without this, such a store stays hidden, its history kept, until
+        an operator runs ``store remove`` again. Only removals marked ``idle_seconds`` ago or
+        more, so that one still running elsewhere is left to its process (running both would
+        only repeat deletes). Returns how many were finished."""
+        finished = 0
+        for store_id in self.pending_removals(time.time() - idle_seconds):
+            try:
+                self.remove(store_id)
+            except UnknownStoreError:
+                continue  # its own removal finished it meanwhile
+            except Exception:  # noqa: BLE001 - the next pass tries again; others go on
+                logger.exception("could not finish removing store %s; trying again later",
+                                 store_id)
+                continue
+            logger.info("finished the interrupted removal of store %s", store_id,
+                        extra={"store_id": store_id})
+            finished += 1
+        return finished
 
     def update(self, store_id: str, *, settings: StoreSettings | None = None,
                secrets: Mapping[str, str] | None = None,
@@ -235,8 +343,9 @@ class StoreRegistry:
             # updates at once, say a webhook keeping Saleor's rotated JWKS while the merchant
             # saves a new UPay key, each merge into what the other wrote instead of one
             # overwriting the other's change with the copy it read before.
-            row = conn.execute(sa.select(db.stores).where(db.stores.c.id == store_id)
-                               .with_for_update()).first()
+            row = conn.execute(sa.select(db.stores).where(
+                db.stores.c.id == store_id, db.stores.c.kind != REMOVING)
+                .with_for_update()).first()
             if row is None:
                 raise UnknownStoreError(f"no store with id {store_id!r}")
             record = self._record(row)
@@ -277,3 +386,54 @@ class StoreRegistry:
             settings=StoreSettings.from_mapping(json.loads(row.settings or "{}")),
             secrets=json.loads(self._box.decrypt(row.secrets)),
             created_at=row.created_at, updated_at=row.updated_at, merchant_id=row.merchant_id)
+
+
+def _delete_orders(conn: Connection, store_id: str, lo: int, hi: int) -> None:
+    """Delete the store's orders with ids in [lo, hi] and every row that belongs to them,
+    children first (the foreign keys' cascades would do it on PostgreSQL, one row at a time)."""
+    o = db.orders.c
+    order_ids = sa.select(o.id).where(o.store_id == store_id, o.id.between(lo, hi))
+    for table in (db.payments, db.store_actions, db.events, db.notifications, db.attempts):
+        conn.execute(table.delete().where(table.c.order_id.between(lo, hi),
+                                          table.c.order_id.in_(order_ids)))
+    conn.execute(db.orders.delete().where(o.store_id == store_id, o.id.between(lo, hi)))
+
+
+class _Batches:
+    """Runs a removal's batches, each in a transaction of its own, and sizes them.
+
+    Deleting an order or attempt makes PostgreSQL run each foreign key's cascade for that row;
+    before migration 0009 indexed payments.order_id and attempt_id, each such row scanned the
+    whole payments table, so a batch's cost grew with every store's payments, not only with the
+    batch. The sizing keeps a removal safe wherever a cost like that remains. A batch slower than REMOVAL_BATCH_SECONDS halves the next one, a quick one doubles
+    it (up to the size asked for), and a batch the database cancels at its statement timeout
+    is rolled back and tried again at half the size.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        # Small first: without the indexes, one batch of REMOVAL_BATCH orders took 10 s next to
+        # 210,000 payments.
+        self.size = min(most, REMOVAL_FIRST_BATCH)
+
+    def run(self, engine: Engine, work: Callable[[Connection, int], _T]) -> _T:
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                with engine.begin() as conn:
+                    result = work(conn, self.size)
+            except sa.exc.DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in _RETRYABLE_SQLSTATES or failures >= REMOVAL_RETRIES:
+                    raise
+                failures += 1
+                if _RETRYABLE_SQLSTATES[code]:
+                    self.size = max(1, self.size // 2)
+                continue
+            took = time.monotonic() - started
+            if took > REMOVAL_BATCH_SECONDS:
+                self.size = max(1, self.size // 2)
+            elif took < REMOVAL_BATCH_SECONDS / 4:
+                self.size = min(self.most, self.size * 2)
+            return result
