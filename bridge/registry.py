@@ -280,8 +280,10 @@ class StoreRegistry:
                                 .where(o.store_id == store_id)).first()
             if span is not None and span[0] is not None:
                 _delete_orders(conn, store_id, span[0], span[1])
+            # installs.store_id has no foreign key (the install is claimed before its store
+            # exists): its finished installs go here, or one would lead to a store that is gone.
             for table in (db.deliveries, db.notifications, db.store_health,
-                          db.dashboard_sessions):
+                          db.dashboard_sessions, db.installs):
                 conn.execute(table.delete().where(table.c.store_id == store_id))
             conn.execute(db.stores.delete().where(s.id == store_id))
         self._forget(store_id)

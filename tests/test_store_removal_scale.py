@@ -21,7 +21,8 @@ BOTH_LAYOUTS = True
 SECRETS = {"consumer_key": "ck_0123456789", "consumer_secret": "cs_0123456789",
            "webhook_secret": "whsec-0123456789", "upay_api_key": "upay-key-0123456789"}
 # Every table that holds rows of a store, directly or through its orders.
-BY_STORE = (db.orders, db.deliveries, db.notifications, db.store_health, db.dashboard_sessions)
+BY_STORE = (db.orders, db.deliveries, db.notifications, db.store_health, db.dashboard_sessions,
+            db.installs)
 BY_ORDER = (db.events, db.attempts, db.payments, db.store_actions, db.notifications)
 
 ORDERS = 1200  # of the store removed; its batches below are of 100 orders
@@ -76,9 +77,14 @@ def seed(bridge: Bridge) -> tuple[StoreRecord, StoreRecord]:
         add_history(bridge, gone.id, ORDERS // 4, f"g{part}-")
         add_history(bridge, kept.id, OTHER_ORDERS // 4, f"k{part}-")
     with bridge.runtime.engine.begin() as conn:
+        merchant = conn.execute(db.merchants.insert().values(
+            email="owner@shop.example", password_hash="x", created_at=0.0)).inserted_primary_key[0]
         for record in (gone, kept):
             conn.execute(db.store_health.insert().values(store_id=record.id))
             conn.execute(db.dashboard_sessions.insert().values(store_id=record.id, version=1))
+            conn.execute(db.installs.insert().values(
+                token=f"install-{record.id}", merchant_id=merchant, store_url=record.url,
+                store_id=record.id, created_at=0.0))
     return gone, kept
 
 
