@@ -7,13 +7,18 @@ subprocess (this script re-runs itself with ``--serve bridge|bare``). One load g
 this process drives both with the same signed, realistic KWD order body; every request gets a
 distinct order id (and delivery id), so each one records a new order in the bridge.
 
-Two measurements per app:
+Three measurements per app:
 
 1. closed loop, ``--concurrency`` client threads on keep-alive connections for
    ``--duration`` seconds: throughput in requests/s; the ratio bridge/bare is reported;
-2. open loop at a fixed ``--rate`` (default 100 requests/s) for ``--duration`` seconds:
+2. the same with ``--overload`` client threads (default 4 x ``--threads``): more deliveries
+   at once than the server has threads, as in a flash sale, so requests queue in waitress;
+3. open loop at a fixed ``--rate`` (default 100 requests/s) for ``--duration`` seconds:
    p50/p99 latency, measured from each request's *scheduled* send time (so a stalled server
    is not hidden by the client waiting for it).
+
+Both servers run with the interpreter switch interval ``upay-bridge serve`` sets
+(``bridge/gil.py``); ``--switch-ms 5`` serves both with CPython's default instead.
 
 The bridge runs the embedded default (SQLite database and queue) with NO worker: only intake
 is measured. Goal from the issue: ratio >= 0.6 and p99 < 50 ms at 100 rps. Nothing here asserts
@@ -49,12 +54,12 @@ SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced p
 
 # ------------------------------------------------------------------------------ servers
 
-def serve_bridge(threads: int, data_dir: Path) -> None:
+def serve_bridge(threads: int, data_dir: Path, switch_ms: float | None = None) -> None:
     """Child process: the bridge (embedded SQLite layout), web only, no worker."""
     from bridge.app import create_app
 
     rt, record = bench_runtime(data_dir)
-    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}")
+    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}", switch_ms)
 
 
 def bench_runtime(data_dir: Path, **overrides: Any) -> tuple[Any, Any]:
@@ -82,7 +87,7 @@ def bench_runtime(data_dir: Path, **overrides: Any) -> tuple[Any, Any]:
     return rt, record
 
 
-def serve_bare(threads: int) -> None:
+def serve_bare(threads: int, switch_ms: float | None = None) -> None:
     """Child process: a Flask app whose one endpoint reads the body and answers 200."""
     import flask
 
@@ -93,15 +98,19 @@ def serve_bare(threads: int) -> None:
         flask.request.get_data()
         return "", 200
 
-    run_server(app, threads, "/webhooks/woocommerce/bare")
+    run_server(app, threads, "/webhooks/woocommerce/bare", switch_ms)
 
 
-def run_server(app: Any, threads: int, path: str) -> None:
-    """Both apps are served by this: waitress with ``threads`` threads, and its per-request
-    "Task queue depth" warning held back to one line per 10 s, as ``upay-bridge serve`` does."""
+def run_server(app: Any, threads: int, path: str, switch_ms: float | None = None) -> None:
+    """Both apps are served by this: waitress with ``threads`` threads, its per-request
+    "Task queue depth" warning held back to one line per 10 s, and the interpreter's switch
+    interval set, as ``upay-bridge serve`` does (``switch_ms``: another interval)."""
     from waitress.server import create_server
 
+    from bridge.gil import SWITCH_INTERVAL, tune_for_serving
     from bridge.logging_setup import hold_back_queue_warnings
+
+    tune_for_serving(SWITCH_INTERVAL if switch_ms is None else switch_ms / 1000)
 
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
     hold_back_queue_warnings(server)
@@ -125,10 +134,12 @@ class Child:
 
 
 def start_child(kind: str, threads: int, data_dir: Path, log: Path,
-                script: str = __file__) -> Child:
+                script: str = __file__, switch_ms: float | None = None) -> Child:
     """``script --serve kind`` in a subprocess; it prints the port and path it serves."""
     cmd = [sys.executable, script, "--serve", kind, "--threads", str(threads),
            "--data-dir", str(data_dir)]
+    if switch_ms is not None:
+        cmd += ["--switch-ms", str(switch_ms)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -286,11 +297,14 @@ def count_orders(data_dir: Path) -> int:
 def measure(kind: str, args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, Any]:
     data_dir = tmp / kind
     data_dir.mkdir()
-    child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log")
+    child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log",
+                        switch_ms=args.switch_ms)
     try:
         load = Load(template, first_id=1000)
         closed_loop(child, load, args.concurrency, args.warmup)   # warm-up, not reported
         tp = closed_loop(child, load, args.concurrency, args.duration)
+        time.sleep(0.5)
+        over = closed_loop(child, load, args.overload or 4 * args.threads, args.duration)
         time.sleep(0.5)
         ol = open_loop(child, load, args.rate, args.duration)
     finally:
@@ -298,6 +312,7 @@ def measure(kind: str, args: argparse.Namespace, template: bytes, tmp: Path) -> 
     out: dict[str, Any] = {
         "throughput_rps": tp.ok / tp.elapsed, "throughput_errors": tp.errors,
         "closed_p50_ms": pct(tp.latencies, 0.5) * 1000, "closed_p99_ms": pct(tp.latencies, 0.99) * 1000,
+        "overload_rps": over.ok / over.elapsed, "overload_errors": over.errors,
         "open_rate": args.rate, "open_ok": ol.ok, "open_errors": ol.errors,
         "open_p50_ms": pct(ol.latencies, 0.5) * 1000, "open_p99_ms": pct(ol.latencies, 0.99) * 1000,
         "open_mean_ms": statistics.fmean(ol.latencies) * 1000 if ol.latencies else float("nan"),
@@ -314,22 +329,32 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="client threads for throughput")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unreported warm-up")
+    parser.add_argument("--overload", type=int, default=0,
+                        help="client threads for the overload throughput (default 4 x --threads)")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests per second")
+    parser.add_argument("--switch-ms", type=float, default=None,
+                        help="interpreter switch interval of both servers, in ms "
+                             "(default: what upay-bridge serve sets)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--serve", choices=("bridge", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve == "bridge":
-        serve_bridge(args.threads, args.data_dir)
+        serve_bridge(args.threads, args.data_dir, args.switch_ms)
         return
     if args.serve == "bare":
-        serve_bare(args.threads)
+        serve_bare(args.threads, args.switch_ms)
         return
 
     template = body_template()
+    from bridge.gil import SWITCH_INTERVAL
+
+    switch = args.switch_ms if args.switch_ms is not None else SWITCH_INTERVAL * 1000
     print(f"body: {len(template)} bytes; waitress threads={args.threads}; "
-          f"closed loop {args.concurrency} clients x {args.duration:.0f}s; "
+          f"switch interval {switch:g} ms; "
+          f"closed loop {args.concurrency} clients x {args.duration:.0f}s "
+          f"(overload: {args.overload or 4 * args.threads} clients); "
           f"open loop {args.rate:.0f} rps x {args.duration:.0f}s; cpus={os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmpname:
         tmp = Path(tmpname)
@@ -341,6 +366,11 @@ def main() -> None:
               f"(errors {r['throughput_errors']}); at {r['open_rate']:.0f} rps: "
               f"p50 {r['open_p50_ms']:.1f} ms, p99 {r['open_p99_ms']:.1f} ms "
               f"({r['open_ok']} ok, {r['open_errors']} errors)")
+    over_ratio = bridge["overload_rps"] / bare["overload_rps"]
+    print(f"overload ({args.overload or 4 * args.threads} clients): bare "
+          f"{bare['overload_rps']:.1f} req/s, bridge {bridge['overload_rps']:.1f} req/s "
+          f"(errors {bare['overload_errors']}, {bridge['overload_errors']}); "
+          f"ratio {over_ratio:.2f}")
     print(f"bridge orders recorded: {bridge['orders_recorded']} of {bridge['sent']} requests sent")
     ratio_ok = ratio >= 0.6
     p99_ok = bridge["open_p99_ms"] < 50.0
@@ -349,6 +379,7 @@ def main() -> None:
           f"(goal < 50 ms: {'MET' if p99_ok else 'NOT MET'})")
     if args.json:
         print(json.dumps({"bare": bare, "bridge": bridge, "ratio": ratio,
+                          "overload_ratio": over_ratio,
                           "ratio_goal_met": ratio_ok, "p99_goal_met": p99_ok}, indent=2))
 
 

@@ -95,8 +95,10 @@ def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bo
     from waitress.server import create_server
 
     from .app import create_app
+    from .gil import tune_for_serving
     from .logging_setup import hold_back_queue_warnings
 
+    tune_for_serving()
     rt = _runtime()
     app = create_app(rt)
     consumer = None
