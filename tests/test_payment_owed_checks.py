@@ -173,14 +173,8 @@ def test_repeated_return_visits_share_one_chain_of_follow_ups(bridge, connect_st
     visit after the merge gap queued a check whose answer started a chain of follow-ups of its
     own (a status call every 15 s each): with a few reloads, the order alone spent the key's
     budget and other orders' checks waited."""
-    connect_store(bridge)
-    order, row = invoiced(bridge, shop)
-    bridge.stop_worker()
-    p = bridge.runtime.payments
-    now, queue = _hand_clock_and_queue(p)
-    fake_upay.faults.add("status", "stale", count=100)
-    fake_upay.faults.add("notification", "drop")
-    redirect = fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    order, p, now, queue, redirect = _paid_while_status_lags(bridge, connect_store, shop,
+                                                             fake_upay)
 
     def visit() -> None:
         assert requests.get(redirect, timeout=5).status_code == 200
@@ -212,14 +206,10 @@ def test_repeated_return_visits_share_one_chain_of_follow_ups(bridge, connect_st
     assert bridge.order(order["id"]).payment_state == "open"
 
 
-def _follow_ups(queue) -> list:
-    return [j for j in queue.jobs if j[1].get("source") == "return" and "until" not in j[1]]
-
-
-def test_a_visit_after_the_chain_was_lost_starts_a_new_one(bridge, connect_store, shop,
-                                                          fake_upay):
-    """The chain is one per order, not none: lost with the queue, the customer's next visit
-    starts it again."""
+def _paid_while_status_lags(bridge, connect_store, shop, fake_upay):
+    """An invoiced order paid at UPay, whose notification is lost and whose status stays
+    pending, with the worker stopped and the clock and job queue in the test's hands: the
+    order, the payments service, the clock, the queue and the customer's return URL."""
     connect_store(bridge)
     order, row = invoiced(bridge, shop)
     bridge.stop_worker()
@@ -228,6 +218,19 @@ def test_a_visit_after_the_chain_was_lost_starts_a_new_one(bridge, connect_store
     fake_upay.faults.add("status", "stale", count=100)
     fake_upay.faults.add("notification", "drop")
     redirect = fake_upay.complete_payment(row.invoice_id, "CAPTURED")
+    return order, p, now, queue, redirect
+
+
+def _follow_ups(queue) -> list:
+    return [j for j in queue.jobs if j[1].get("source") == "return" and "until" not in j[1]]
+
+
+def test_a_visit_after_the_chain_was_lost_starts_a_new_one(bridge, connect_store, shop,
+                                                          fake_upay):
+    """The chain is one per order, not none: lost with the queue, the customer's next visit
+    starts it again."""
+    order, p, now, queue, redirect = _paid_while_status_lags(bridge, connect_store, shop,
+                                                             fake_upay)
     assert requests.get(redirect, timeout=5).status_code == 200
     [(pk, returned, _)] = queue.jobs
     assert p.confirm(pk, returned) == "pending"
