@@ -17,8 +17,9 @@ Three measurements per app:
    p50/p99 latency, measured from each request's *scheduled* send time (so a stalled server
    is not hidden by the client waiting for it).
 
-Both servers run with the interpreter switch interval ``upay-bridge serve`` sets
-(``bridge/gil.py``); ``--switch-ms 5`` serves both with CPython's default instead.
+Both servers are made as ``upay-bridge serve`` makes its server (``bridge/web_server.py``) and
+run with the interpreter switch interval it sets (``bridge/gil.py``); ``--switch-ms 5`` serves
+both with CPython's default instead, ``--waitress-channels`` with waitress's own connections.
 
 The bridge runs the embedded default (SQLite database and queue) with NO worker: only intake
 is measured. Goal from the issue: ratio >= 0.6 and p99 < 50 ms at 100 rps. Nothing here asserts
@@ -54,12 +55,13 @@ SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced p
 
 # ------------------------------------------------------------------------------ servers
 
-def serve_bridge(threads: int, data_dir: Path, switch_ms: float | None = None) -> None:
+def serve_bridge(threads: int, data_dir: Path, switch_ms: float | None = None,
+                 quiet: bool = True) -> None:
     """Child process: the bridge (embedded SQLite layout), web only, no worker."""
     from bridge.app import create_app
 
     rt, record = bench_runtime(data_dir)
-    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}", switch_ms)
+    run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}", switch_ms, quiet)
 
 
 def bench_runtime(data_dir: Path, **overrides: Any) -> tuple[Any, Any]:
@@ -87,7 +89,7 @@ def bench_runtime(data_dir: Path, **overrides: Any) -> tuple[Any, Any]:
     return rt, record
 
 
-def serve_bare(threads: int, switch_ms: float | None = None) -> None:
+def serve_bare(threads: int, switch_ms: float | None = None, quiet: bool = True) -> None:
     """Child process: a Flask app whose one endpoint reads the body and answers 200."""
     import flask
 
@@ -98,22 +100,25 @@ def serve_bare(threads: int, switch_ms: float | None = None) -> None:
         flask.request.get_data()
         return "", 200
 
-    run_server(app, threads, "/webhooks/woocommerce/bare", switch_ms)
+    run_server(app, threads, "/webhooks/woocommerce/bare", switch_ms, quiet)
 
 
-def run_server(app: Any, threads: int, path: str, switch_ms: float | None = None) -> None:
-    """Both apps are served by this: waitress with ``threads`` threads, its per-request
-    "Task queue depth" warning held back to one line per 10 s, and the interpreter's switch
-    interval set, as ``upay-bridge serve`` does (``switch_ms``: another interval)."""
-    from waitress.server import create_server
-
+def run_server(app: Any, threads: int, path: str, switch_ms: float | None = None,
+               quiet: bool = True) -> None:
+    """Both apps are served by this, as ``upay-bridge serve`` serves the bridge: waitress with
+    ``threads`` threads made by ``bridge.web_server.make_server`` (its connections left out of
+    the write poll while a request thread writes, its "Task queue depth" warning held back) and
+    the interpreter's switch interval set (``switch_ms``: another interval; ``quiet=False``:
+    waitress's own connections)."""
     from bridge.gil import SWITCH_INTERVAL, tune_for_serving
-    from bridge.logging_setup import hold_back_queue_warnings
+    from bridge.web_server import make_server
 
     tune_for_serving(SWITCH_INTERVAL if switch_ms is None else switch_ms / 1000)
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    hold_back_queue_warnings(server)
+    server = make_server(app, host="127.0.0.1", port=0, threads=threads)
+    if not quiet:
+        from waitress.channel import HTTPChannel
+        server.channel_class = HTTPChannel
     print(json.dumps({"port": server.effective_port, "path": path}), flush=True)
     server.run()
 
@@ -134,12 +139,15 @@ class Child:
 
 
 def start_child(kind: str, threads: int, data_dir: Path, log: Path,
-                script: str = __file__, switch_ms: float | None = None) -> Child:
+                script: str = __file__, switch_ms: float | None = None,
+                quiet: bool = True) -> Child:
     """``script --serve kind`` in a subprocess; it prints the port and path it serves."""
     cmd = [sys.executable, script, "--serve", kind, "--threads", str(threads),
            "--data-dir", str(data_dir)]
     if switch_ms is not None:
         cmd += ["--switch-ms", str(switch_ms)]
+    if not quiet:
+        cmd += ["--waitress-channels"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -298,7 +306,7 @@ def measure(kind: str, args: argparse.Namespace, template: bytes, tmp: Path) -> 
     data_dir = tmp / kind
     data_dir.mkdir()
     child = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log",
-                        switch_ms=args.switch_ms)
+                        switch_ms=args.switch_ms, quiet=not args.waitress_channels)
     try:
         load = Load(template, first_id=1000)
         closed_loop(child, load, args.concurrency, args.warmup)   # warm-up, not reported
@@ -335,16 +343,19 @@ def main() -> None:
     parser.add_argument("--switch-ms", type=float, default=None,
                         help="interpreter switch interval of both servers, in ms "
                              "(default: what upay-bridge serve sets)")
+    parser.add_argument("--waitress-channels", action="store_true",
+                        help="serve both apps with waitress's own connections instead of "
+                             "bridge.web_server.QuietChannel (for an A/B)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--serve", choices=("bridge", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve == "bridge":
-        serve_bridge(args.threads, args.data_dir, args.switch_ms)
+        serve_bridge(args.threads, args.data_dir, args.switch_ms, not args.waitress_channels)
         return
     if args.serve == "bare":
-        serve_bare(args.threads, args.switch_ms)
+        serve_bare(args.threads, args.switch_ms, not args.waitress_channels)
         return
 
     template = body_template()
@@ -353,6 +364,7 @@ def main() -> None:
     switch = args.switch_ms if args.switch_ms is not None else SWITCH_INTERVAL * 1000
     print(f"body: {len(template)} bytes; waitress threads={args.threads}; "
           f"switch interval {switch:g} ms; "
+          f"connections: {'waitress' if args.waitress_channels else 'QuietChannel'}; "
           f"closed loop {args.concurrency} clients x {args.duration:.0f}s "
           f"(overload: {args.overload or 4 * args.threads} clients); "
           f"open loop {args.rate:.0f} rps x {args.duration:.0f}s; cpus={os.cpu_count()}")

@@ -92,11 +92,9 @@ def main() -> None:
 @click.option("--no-worker", is_flag=True, help="serve the web app only (workers run elsewhere)")
 def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bool) -> None:
     """Run the web app and the workers in one process (the embedded default)."""
-    from waitress.server import create_server
-
     from .app import create_app
     from .gil import tune_for_serving
-    from .logging_setup import hold_back_queue_warnings
+    from .web_server import make_server
 
     tune_for_serving()
     rt = _runtime()
@@ -110,9 +108,7 @@ def serve(host: str, port: int, workers: int | None, threads: int, no_worker: bo
     click.echo(f"upay-bridge listening on http://{host}:{port} "
                f"(public URL {rt.settings.public_url}, data in {rt.settings.data_dir})")
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="upay-bridge")
-        hold_back_queue_warnings(server)
-        server.run()
+        make_server(app, host=host, port=port, threads=threads).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,15 +3,19 @@
 CPython makes a thread that wants the GIL wait up to ``sys.getswitchinterval()`` (5 ms by
 default) before the thread holding it is asked to let go. Intake writes a burst in batches
 (``bridge/group_commit.py``): one thread, the batch's leader, runs the database statements while
-the others wait for it, and it gives up the GIL on every statement. When more deliveries arrive
-than the server has threads, there is always another thread with Python to run (waitress parsing
-the queued requests, requests decoding their bodies), so the leader waited up to 5 ms to get the
-GIL back after each of its dozen statements, and the whole burst waited behind it. Once that
-starts it sustains itself: with 32 clients on the default 8 threads, three of four runs took
-about 700-790 deliveries a second where 16 clients got 1,600. With 1 ms none did (1,380-1,550
-a second), and nothing else measured moved (``bench/webhook_accept.py --concurrency 32
---switch-ms 5`` against ``--switch-ms 1``; numbers in the README). A shorter interval costs a
-CPU-bound thread more switches; a serving process has none that long.
+the others wait for it, and it gives up the GIL on every statement; with more deliveries than
+the server has threads there is always another thread with Python to run, so the leader can
+wait up to an interval to get it back, a dozen times a batch.
+
+This was first taken for the cause of a collapse under such a burst (32 clients on the default
+8 threads: about 700-790 deliveries a second in three runs of four, where 16 clients got
+1,600), and 1 ms made it rare at 32 clients but not at 64 on 16 threads. The cause was
+waitress's main loop spinning while a request thread wrote its answer
+(``bridge/web_server.py``), which competes for the GIL the same way; with that fixed, neither
+5 ms nor 1 ms collapsed at 32 or 64 clients, and 1 ms was level with or a little above 5 ms
+(``bench/webhook_accept.py --switch-ms 5`` against the default; numbers in the README). It
+stays: a shorter wait for the leader is never worse here, and a serving process has no
+CPU-bound thread that more switches would slow.
 """
 
 from __future__ import annotations

@@ -32,12 +32,10 @@ def test_serve_sets_it_before_it_serves(restore_interval, monkeypatch, tmp_path)
     seen: list[float] = []
 
     class Server:
-        task_dispatcher = type("Dispatcher", (), {"queue_logger": None})()
-
         def run(self) -> None:
             seen.append(sys.getswitchinterval())
 
-    monkeypatch.setattr("waitress.server.create_server", lambda *a, **k: Server())
+    monkeypatch.setattr("bridge.web_server.make_server", lambda *a, **k: Server())
     monkeypatch.setenv("UPAY_BRIDGE_DATA_DIR", str(tmp_path))
     sys.setswitchinterval(0.005)
     result = CliRunner().invoke(cli.main, ["serve", "--no-worker"])
