@@ -45,6 +45,12 @@ SIGNAL_GAP_SECONDS = 5.0
 SIGNAL_GAP_MAX_SECONDS = 60.0
 # How many other invoices of one order reconcile also asks about, in turn with the newest.
 RECONCILE_OTHER_LOOKUPS = 3
+# How many distinct track ids one status check follows up for an invoice whose create answer
+# was lost. Such an invoice can only be asked about by the track id a notification gives, and
+# notifications are unsigned: one per invoice would let a forged one, merged into the same
+# check as the real one, take the real one's place. More than one, but few, so that a flood
+# of forgeries still costs the key's status budget a bounded number of calls.
+LOST_ANSWER_TRACKS = 3
 # A signal's status check not made this long after it was due was lost by the job queue (a
 # crash, a flushed Redis): reconcile makes it. Longer than a queued job normally waits plus one
 # status call (UPAY_BRIDGE_UPAY_READ_TIMEOUT, 30 s by default); a check queued again (rate
@@ -475,9 +481,13 @@ class Payments:
         """Add to ``hint["then"]`` the notifications merged into this queued check that name
         another invoice of the order, one per invoice: the check asks only about its own
         signal's invoice, and a second payment on another invoice (the order already paid)
-        would never be looked at. At most one per attempt of the order, so a flood of forged
-        notifications still cannot spend the key's budget. They are asked about one after the
-        other once this check has its answer (see _check_next_invoice).
+        would never be looked at. At most one per invoice UPay gave an id for, so a flood of
+        forged notifications still cannot spend the key's budget; for an invoice whose create
+        answer was lost, which only a notification's track id can find, up to
+        LOST_ANSWER_TRACKS distinct track ids, its own check's among them, so that a forged one
+        cannot stand in for the real one. Track ids already recorded as payments are known and
+        not asked about again. They are asked about one after the other once this check has
+        its answer (see _check_next_invoice).
 
         True when a customer's return merged into it: that return queued nothing of its own,
         so this check starts its follow-ups (a notification's check does not, see _apply). A
@@ -500,17 +510,37 @@ class Payments:
             # A retry of this check (see _requeue) already has some to ask about.
             earlier = conn.execute(sa.select(n.fields).where(
                 n.id.in_(chained), n.order_id == pk)).scalars().all() if chained else []
-        seen = {hint.get("upay_order_id", "")}
-        seen.update((_fields(raw) or {}).get("requested_order_id", "")[:40] for raw in earlier)
+            recorded = set(conn.execute(sa.select(db.payments.c.track_id).where(
+                db.payments.c.order_id == pk)).scalars())
+        asked: dict[str, set[str]] = {}  # per invoice: the track ids asked about
+
+        def ask(fields: Mapping[str, str]) -> bool:
+            upay_order_id = fields.get("requested_order_id", "")[:40]
+            attempt = by_order_id.get(upay_order_id)
+            if attempt is None:
+                return False
+            tracks = asked.setdefault(upay_order_id, set())
+            if attempt.invoice_id:  # its own invoice id is asked about, whatever the track id
+                if tracks:
+                    return False
+                tracks.add("")
+                return True
+            track = fields.get("track_id", "")[:64]
+            if track in tracks or len(tracks) >= LOST_ANSWER_TRACKS:
+                return False
+            tracks.add(track)
+            return True
+
+        ask({"requested_order_id": hint.get("upay_order_id", ""),
+             "track_id": hint.get("track_id", "")})
+        for raw in earlier:
+            ask(_fields(raw) or {})
         for signal in signals:
             fields = _fields(signal.fields)
-            if fields is None:
+            if fields is None or fields.get("track_id", "")[:64] in recorded:
                 continue
-            upay_order_id = fields.get("requested_order_id", "")[:40]
-            if upay_order_id in seen or upay_order_id not in by_order_id:
-                continue
-            seen.add(upay_order_id)
-            chained.append(signal.id)
+            if ask(fields):
+                chained.append(signal.id)
         if chained:
             hint["then"] = _join(chained)
         return returned

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from bridge.payments import SIGNAL_CHECK_LOST_SECONDS
+from bridge.payments import LOST_ANSWER_TRACKS, SIGNAL_CHECK_LOST_SECONDS
 
 from .test_payment_followups import _hand_clock_and_queue, _paid_an_hour_ago, _status_calls
 from .test_payments import _both_invoices_paid, invoiced, payments
@@ -31,13 +31,15 @@ def _notify(bridge, record, fields) -> None:
                          timeout=5).status_code == 200
 
 
-def _second_payment_merged(bridge, record, fake_upay, shop, *, forged: int = 0):
+def _second_payment_merged(bridge, record, fake_upay, shop, *, forged: int = 0,
+                           forged_after: int = 0):
     """A paid order (its newest invoice, an hour ago). UPay repeats that notification twice,
     so the second repeat's check waits for the gap; while it waits, the customer also pays the
     superseded invoice (whose create answer was lost), after ``forged`` notifications naming
     each invoice: all of them merge into the waiting check (the newest naming an invoice is the
-    one its check follows). Returns the order, its row, the attempts, the lost invoice, the
-    hand clock and queue, and that check's job."""
+    one its check follows), and ``forged_after`` naming the superseded invoice after its real
+    one. Returns the order, its row, the attempts, the lost invoice, the hand clock and queue,
+    and that check's job."""
     order, row, first, second, lost = _both_invoices_paid(bridge, shop, fake_upay)
     _paid_an_hour_ago(bridge, fake_upay, order, second)
     bridge.stop_worker()
@@ -57,6 +59,9 @@ def _second_payment_merged(bridge, record, fake_upay, shop, *, forged: int = 0):
             _notify(bridge, record, {"result": "CAPTURED", "track_id": f"F{i:031d}",
                                      "requested_order_id": attempt.upay_order_id})
     fake_upay.complete_payment(lost.invoice_id, "CAPTURED")
+    for i in range(forged_after):
+        _notify(bridge, record, {"result": "CAPTURED", "track_id": f"A{i:031d}",
+                                 "requested_order_id": first.upay_order_id})
     assert len(queue.jobs) == 2  # everything merged into the waiting check
     now[0] += gap
     return order, row, first, second, lost, now, queue, y
@@ -113,11 +118,12 @@ def test_answered_checks_of_other_invoices_owe_nothing(bridge, connect_store, sh
     assert bridge.order(order["id"]).payment_state == "flagged"
 
 
-def test_forged_notifications_cost_one_check_per_invoice_even_when_lost(
+def test_forged_notifications_cost_a_bounded_number_of_checks_even_when_lost(
         bridge, connect_store, shop, fake_upay):
-    """Forged notifications naming both invoices merge into the waiting check: one check for
-    the other invoice, however many; lost, it is made again once, and nothing is asked again
-    and again."""
+    """Forged notifications naming both invoices merge into the waiting check: none for the
+    check's own invoice and at most LOST_ANSWER_TRACKS for the other (its create answer was
+    lost, so each distinct track id could be the real one), however many; lost, they are made
+    again once, and nothing is asked again and again."""
     record = connect_store(bridge)
     order, row, first, second, lost, now, queue, y = _second_payment_merged(
         bridge, record, fake_upay, shop, forged=20)
@@ -132,7 +138,9 @@ def test_forged_notifications_cost_one_check_per_invoice_even_when_lost(
     while len(queue.jobs) > 2:
         p.confirm(*queue.jobs.pop(2)[:2])
         made += 1
-        assert made <= 2  # the order has two invoices
+        # The redone check names the invoice whose answer was lost (the newest signal did):
+        # up to LOST_ANSWER_TRACKS track ids for it, its own among them, and one for the other.
+        assert made <= LOST_ANSWER_TRACKS + 1
     assert bridge.order(order["id"]).payment_state == "flagged"
     assert _status_calls(fake_upay) - calls == 1 + made
     for later in (SIGNAL_CHECK_LOST_SECONDS + 1, 6 * 3600):
@@ -140,6 +148,48 @@ def test_forged_notifications_cost_one_check_per_invoice_even_when_lost(
         assert p.reconcile() == 0
     assert len(queue.jobs) == 2
     assert _status_calls(fake_upay) - calls == 1 + made
+
+
+@pytest.mark.parametrize("forged_after", [1, LOST_ANSWER_TRACKS - 1])
+def test_forged_notifications_after_the_real_one_do_not_stand_in_for_it(
+        bridge, connect_store, shop, fake_upay, forged_after):
+    """The superseded invoice's create answer was lost: only the track id a notification gives
+    can find its payment. Forged notifications naming it with made-up track ids, merged into
+    the same waiting check after the real one, are asked about too, not instead: the double
+    payment is still found. A flood of them costs at most LOST_ANSWER_TRACKS calls for it."""
+    record = connect_store(bridge)
+    order, row, first, second, lost, now, queue, y = _second_payment_merged(
+        bridge, record, fake_upay, shop, forged_after=forged_after)
+    p = bridge.runtime.payments
+    calls = _status_calls(fake_upay)
+    assert p.confirm(row.id, y) == "already-recorded"
+    outcomes = []
+    while len(queue.jobs) > 2:
+        _, hint, _ = queue.jobs.pop(2)
+        assert hint["upay_order_id"] == first.upay_order_id
+        outcomes.append(p.confirm(row.id, hint))
+    assert outcomes[-1] == "double-payment"  # the real one, after the newer forgeries
+    assert len(outcomes) == forged_after + 1
+    assert _status_calls(fake_upay) - calls == 1 + forged_after + 1
+    assert bridge.order(order["id"]).payment_state == "flagged"
+    assert sorted(x.track_id for x in payments(bridge, row.id)) == sorted(
+        [lost.track_id, fake_upay.invoices[second.invoice_id].track_id])
+
+
+def test_a_flood_of_forgeries_for_a_lost_answer_invoice_costs_a_bounded_number_of_checks(
+        bridge, connect_store, shop, fake_upay):
+    record = connect_store(bridge)
+    order, row, first, second, lost, now, queue, y = _second_payment_merged(
+        bridge, record, fake_upay, shop, forged_after=30)
+    p = bridge.runtime.payments
+    calls = _status_calls(fake_upay)
+    assert p.confirm(row.id, y) == "already-recorded"
+    asked = 0
+    while len(queue.jobs) > 2:
+        p.confirm(*queue.jobs.pop(2)[:2])
+        asked += 1
+    assert asked == LOST_ANSWER_TRACKS
+    assert _status_calls(fake_upay) - calls == 1 + LOST_ANSWER_TRACKS
 
 
 def test_a_retried_check_of_another_invoice_is_not_taken_for_lost(bridge, connect_store, shop,
