@@ -42,6 +42,7 @@ class Metrics:
         r = self.registry
         self.deliveries = Counter("upay_bridge_deliveries", "Webhook deliveries recorded",
                                   ["store_kind", "outcome"], registry=r)
+        self._delivery_counts: dict[tuple[str, str], Any] = {}
         self.invoices_created = Counter("upay_bridge_invoices_created",
                                         "Invoices created at UPay", registry=r)
         self.invoices_failed = Counter("upay_bridge_invoices_failed",
@@ -58,6 +59,15 @@ class Metrics:
             "upay_bridge_reconciliation_lag_seconds",
             "Age of the oldest open invoice whose payment check is due (0 if none)", registry=r)
         self.reconciliation_lag.set_function(self._reconciliation_lag)
+
+    def delivered(self, store_kind: str, outcome: str) -> None:
+        """Count one delivery. Every webhook of a burst passes here: the labelled counter is
+        kept, where ``labels()`` would look it up under the metric's lock each time."""
+        count = self._delivery_counts.get((store_kind, outcome))
+        if count is None:
+            count = self._delivery_counts.setdefault(
+                (store_kind, outcome), self.deliveries.labels(store_kind, outcome))
+        count.inc()
 
     def owns_client(self, client: Any) -> bool:
         pipeline = self._pipeline()

@@ -129,7 +129,7 @@ class Pipeline:
     def accept(self, record: StoreRecord, event: WebhookEvent, body: bytes) -> Accepted:
         item = self.intake_item(record, event, body)
         accepted = self._intake.submit(item)
-        metrics.of(self).deliveries.labels(record.kind, accepted.outcome).inc()
+        metrics.of(self).delivered(record.kind, accepted.outcome)
         logger.info("order %s of store %s: %s", item.order["external_id"], record.id,
                     accepted.outcome,
                     extra={"store_id": record.id, "order_id": item.order["external_id"]})
@@ -195,7 +195,7 @@ class Pipeline:
             conn.execute(_INSERT_DELIVERY, dict(
                 store_id=record.id, topic=event.topic, delivery_id=event.delivery_id,
                 outcome="ignored", body_sha256=sha256_hex(body), received_at=self.clock()))
-        metrics.of(self).deliveries.labels(record.kind, "ignored").inc()
+        metrics.of(self).delivered(record.kind, "ignored")
 
     # -- the job -------------------------------------------------------------------------------
 

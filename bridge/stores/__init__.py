@@ -79,9 +79,13 @@ class Store(Protocol):
 StoreFactory = Callable[..., Store]
 
 
-def adapter_for(record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Store:
-    from .saleor import SaleorStore
-    from .woocommerce import WooCommerceStore
+_ADAPTERS: dict[str, StoreFactory] = {}
 
-    adapters: dict[str, StoreFactory] = {"woocommerce": WooCommerceStore, "saleor": SaleorStore}
-    return adapters[record.kind](record, timeout=timeout)
+
+def adapter_for(record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> Store:
+    if not _ADAPTERS:  # imported on first use: the adapters import this module
+        from .saleor import SaleorStore
+        from .woocommerce import WooCommerceStore
+
+        _ADAPTERS.update(woocommerce=WooCommerceStore, saleor=SaleorStore)
+    return _ADAPTERS[record.kind](record, timeout=timeout)

@@ -7,6 +7,7 @@ so every call goes through ``_call``, which checks the status and maps WooCommer
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import logging
@@ -124,11 +125,17 @@ class WooCommerceStore:
 
     def __init__(self, record: StoreRecord, *, timeout: tuple[float, float] = (5.0, 30.0)) -> None:
         self.record = record
-        self._api = _RestClient(
-            session=_SESSIONS.get(f"{record.id} {record.url}"), url=record.url,
-            consumer_key=record.secrets["consumer_key"],
-            consumer_secret=record.secrets["consumer_secret"], version="wc/v3", timeout=timeout,
-            user_agent="upay-bridge (WooCommerce REST client)")
+        self._timeout = timeout
+
+    @functools.cached_property
+    def _api(self) -> _RestClient:
+        # Made on first use: a webhook is checked and read on every delivery of a burst with
+        # no REST call at all.
+        return _RestClient(
+            session=_SESSIONS.get(f"{self.record.id} {self.record.url}"), url=self.record.url,
+            consumer_key=self.record.secrets["consumer_key"],
+            consumer_secret=self.record.secrets["consumer_secret"], version="wc/v3",
+            timeout=self._timeout, user_agent="upay-bridge (WooCommerce REST client)")
 
     # -- webhooks in ---------------------------------------------------------------------------
 
