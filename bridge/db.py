@@ -467,14 +467,19 @@ def _bound_postgres_waits(engine: Engine, connect_timeout: float,
         import psycopg
 
         params = dict(cparams)
-        connect_s = int(float(params.get("connect_timeout", connect_timeout)))
+        # As libpq reads it: whole seconds, at least 2; 0 (or less) in the URL means no limit,
+        # which the operator asked for and gets, except within a deadline() block.
+        connect_s: int | None = int(float(params.get("connect_timeout", connect_timeout)))
+        if connect_s is not None and connect_s <= 0:
+            connect_s = None
         remaining = _remaining()
         if remaining is not None:
             if remaining <= 0:
                 raise psycopg.errors.ConnectionTimeout("no time left to connect to the database "
                                                      "(see deadline)")
-            connect_s = min(connect_s, math.ceil(remaining))
-        params["connect_timeout"] = max(2, connect_s)
+            connect_s = math.ceil(remaining) if connect_s is None \
+                else min(connect_s, math.ceil(remaining))
+        params["connect_timeout"] = 0 if connect_s is None else max(2, connect_s)
         # First, so that a statement_timeout in the URL's own options still wins.
         params["options"] = (f"-c statement_timeout={int(statement_timeout * 1000)} "
                              + str(params.get("options", ""))).strip()

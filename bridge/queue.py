@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from huey import Huey, MemoryHuey, crontab
 from huey.storage import RedisStorage, SqliteStorage
 
+from .errors import UnknownStoreError
 from .payments import Payments
 from .pipeline import Pipeline
 
@@ -121,7 +122,17 @@ class Jobs:
         def register_webhook(store_id: str) -> None:
             health.register_webhook(store_id)
 
+        # A store the merchant disconnected: its history goes here, not in the web request (a
+        # big store takes seconds). Lost or failed for good, finish_removals does it later.
+        @huey.task(name="remove_store", retries=3, retry_delay=30)
+        def remove_store(store_id: str) -> None:
+            try:
+                pipeline.registry.remove(store_id)
+            except UnknownStoreError:
+                pass  # finished meanwhile (finish_removals, `store remove`)
+
         self._register_webhook = register_webhook
+        self._remove_store = remove_store
         self._sweep_now = sweep_now
         self._settings = pipeline.settings
         self._process_order = process_order
@@ -148,6 +159,10 @@ class Jobs:
 
     def enqueue_webhook_setup(self, store_id: str) -> None:
         self._submit(self._register_webhook, (store_id,), 0.0)
+
+    def enqueue_store_removal(self, store_id: str) -> None:
+        """Delete a store already marked as being removed (StoreRegistry.mark_removing)."""
+        self._submit(self._remove_store, (store_id,), 0.0)
 
     def catch_up(self) -> None:
         """When workers start: sweep now, for jobs lost while none ran (a crash, a flushed

@@ -249,15 +249,7 @@ class StoreRegistry:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self._forget(store_id)
-        s = db.stores.c
-        with self._engine.begin() as conn:
-            marked = conn.execute(db.stores.update().where(s.id == store_id).values(
-                kind=REMOVING, updated_at=time.time())).rowcount
-        # Again: a get() that read the row just before the mark may have cached it since.
-        self._forget(store_id)
-        if marked == 0:
-            raise UnknownStoreError(f"no store with id {store_id!r}")
+        self.mark_removing(store_id)
         batches = _Batches(batch_size)
 
         def orders_span(conn: Connection, lo: int, hi: int) -> None:
@@ -285,8 +277,22 @@ class StoreRegistry:
             for table in (db.deliveries, db.notifications, db.store_health,
                           db.dashboard_sessions, db.installs):
                 conn.execute(table.delete().where(table.c.store_id == store_id))
-            conn.execute(db.stores.delete().where(s.id == store_id))
+            conn.execute(db.stores.delete().where(db.stores.c.id == store_id))
         self._forget(store_id)
+
+    def mark_removing(self, store_id: str) -> None:
+        """The first step of ``remove``, on its own: from now on no webhook, callback or job
+        finds the store (the merchant's "Disconnect" does this in the request and leaves the
+        rest to a worker). Raises UnknownStoreError when there is no such store."""
+        self._forget(store_id)
+        s = db.stores.c
+        with self._engine.begin() as conn:
+            marked = conn.execute(db.stores.update().where(s.id == store_id).values(
+                kind=REMOVING, updated_at=time.time())).rowcount
+        # Again: a get() that read the row just before the mark may have cached it since.
+        self._forget(store_id)
+        if marked == 0:
+            raise UnknownStoreError(f"no store with id {store_id!r}")
 
     def _delete_in_batches(self, batches: "_Batches", table: sa.Table, store_id: str,
                            delete_span: Callable[[Connection, int, int], None]) -> None:

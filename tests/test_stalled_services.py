@@ -262,6 +262,29 @@ def test_a_new_connection_to_a_stalled_postgres_fails_within_the_connect_timeout
         engine.dispose()
 
 
+def test_connect_timeout_0_in_the_url_means_no_limit_as_libpq_reads_it(databases, pg_proxy):
+    # The operator's URL wins, 0 included: libpq then waits as long as it takes. It used to be
+    # raised to 2 s. A deadline (/healthz) still bounds it.
+    url = _through(pg_proxy, databases.url(databases.create()))
+    engine = db.make_engine(url + ("&" if "?" in url else "?") + "connect_timeout=0")
+    try:
+        pg_proxy.stall()
+        box: dict[str, Any] = {}
+        waiting = threading.Thread(target=lambda: box.update(ok=db.ping(engine) is None),
+                                   daemon=True)
+        waiting.start()
+        waiting.join(4.0)
+        assert waiting.is_alive(), box  # still connecting, past the 2 s it used to be cut at
+        _, error, elapsed = bounded(lambda: db.ping(engine, timeout=2.0))
+        assert isinstance(error, sa.exc.OperationalError), error
+        assert elapsed < GENEROUS
+        pg_proxy.resume()
+        waiting.join(GENEROUS)
+        assert box == {"ok": True}
+    finally:
+        engine.dispose()
+
+
 def test_a_statement_on_a_stalled_connection_fails_within_a_bound(databases, pg_proxy):
     engine = db.make_engine(_through(pg_proxy, databases.url(databases.create())),
                             statement_timeout=2.0)

@@ -372,7 +372,9 @@ def disconnect(store_id: str) -> Any:
     except StoreError as exc:
         flash(f"{text(g.lang, 'failed')}: {exc}", "error")
         return redirect(url_for("merchant.store_settings", store_id=record.id), 303)
-    rt.registry.remove(record.id)
+    # Hidden at once; its history is deleted by a worker (seconds for a big store).
+    rt.registry.mark_removing(record.id)
+    rt.jobs.enqueue_store_removal(record.id)
     flash(text(g.lang, "disconnected"), "ok")
     return redirect(url_for("merchant.home"), 303)
 
