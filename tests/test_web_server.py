@@ -182,3 +182,58 @@ def test_a_large_or_streamed_answer_still_arrives_whole() -> None:
                 time.sleep(0.001)
     assert size == 8 * len(chunk)
     assert digest.hexdigest() == hashlib.sha256(chunk * 8).hexdigest()
+
+
+def counting_writes():
+    """QuietChannel with a record of what each write_soon was handed."""
+    class Channel(QuietChannel):
+        writes: list[bytes] = []
+
+        def write_soon(self, data):
+            type(self).writes.append(bytes(data) if isinstance(data, (bytes, bytearray)) else data)
+            return super().write_soon(data)
+    return Channel
+
+
+def serve_once(app, channel_class, **get):
+    server = make_server(app, host="127.0.0.1", port=0, threads=2)
+    server.channel_class = channel_class
+    with running(server):
+        return requests.get(f"http://127.0.0.1:{server.effective_port}/", timeout=10, **get)
+
+
+def test_a_small_answer_of_known_length_is_sent_in_one_write() -> None:
+    channel_class = counting_writes()
+    answer = serve_once(hello, channel_class)
+    assert answer.status_code == 200 and answer.text == "hello"
+    assert answer.headers["Content-Length"] == "5"
+    [one] = channel_class.writes
+    assert one.startswith(b"HTTP/1.1 200 OK\r\n") and one.endswith(b"\r\n\r\nhello")
+
+
+@pytest.mark.parametrize("kind", ["chunked", "large", "too long", "empty"])
+def test_other_answers_are_written_as_waitress_writes_them(kind) -> None:
+    big = b"x" * 100_000
+
+    def app(environ, start_response):
+        if kind == "chunked":  # no Content-Length: waitress chunks it
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return iter([b"one", b"two"])
+        if kind == "large":
+            start_response("200 OK", [("Content-Length", str(len(big)))])
+            return [big]
+        if kind == "too long":  # more than the Content-Length said: waitress cuts it
+            start_response("200 OK", [("Content-Length", "3")])
+            return [b"abcdef"]
+        start_response("204 No Content", [])
+        return [b""]
+
+    channel_class = counting_writes()
+    answer = serve_once(app, channel_class)
+    expected = {"chunked": b"onetwo", "large": big, "too long": b"abc", "empty": b""}[kind]
+    assert answer.content == expected
+    assert channel_class.writes[0].endswith(b"\r\n\r\n")  # the headers alone, as waitress does
+    if kind == "chunked":
+        assert channel_class.writes[1:] == [b"3\r\none\r\n", b"3\r\ntwo\r\n", b"0\r\n\r\n"]
+    elif kind != "empty":
+        assert channel_class.writes[1:] == [expected]
