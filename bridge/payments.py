@@ -466,12 +466,7 @@ class Payments:
         until = _float(hint.get("until"))
         if until is not None:
             at = self.clock() + delay
-            o = db.orders.c
-            with self.engine.begin() as conn:
-                moved = conn.execute(db.orders.update().where(o.id == pk, o.signal_check_at == until)
-                                     .values(signal_check_at=at, next_check_at=at)
-                                     .returning(o.id)).first()
-            if moved is not None:
+            if self._move_owed(pk, until, at):
                 # Signals that merge from now on are this retry's (the earlier ones were seen).
                 hint = dict(hint, until=repr(at))
                 hint.setdefault("since", repr(until))
@@ -574,14 +569,18 @@ class Payments:
             nxt["then"] = _join(rest)
         if until is not None:
             now = self.clock()
-            o = db.orders.c
-            with self.engine.begin() as conn:
-                moved = conn.execute(db.orders.update().where(
-                    o.id == pk, o.signal_check_at == until)
-                    .values(signal_check_at=now, next_check_at=now).returning(o.id)).first()
-            if moved is not None:
+            if self._move_owed(pk, until, now):
                 nxt["until"] = repr(now)
         self.schedule(pk, nxt, 0.0)
+
+    def _move_owed(self, pk: int, until: float, at: float) -> bool:
+        """Move the record that the signal check due at ``until`` is owed to a check due at
+        ``at``; False when that check no longer holds it (a later signal's check does)."""
+        o = db.orders.c
+        with self.engine.begin() as conn:
+            return conn.execute(db.orders.update().where(o.id == pk, o.signal_check_at == until)
+                                .values(signal_check_at=at, next_check_at=at)
+                                .returning(o.id)).first() is not None
 
     def _next_check(self, row: Any, follow_up: bool = False, count: bool = True,
                     settles: float | None = None, chain: float | None = None) -> None:
