@@ -4,7 +4,8 @@ timed alone in one thread, next to a bare Flask request through the same test cl
 
 Steps: the signature check, decoding the order, the database transaction (order, delivery and
 event rows; embedded SQLite) alone and, per delivery, in batches of 8 as group commit writes a
-burst, queueing the job (SQLite queue), the whole request, and the bare endpoint's whole
+burst, queueing a job (SQLite queue: a retry's; a new order needs none on the embedded
+layout, ``bridge/new_orders.py``), the whole request, and the bare endpoint's whole
 request. Prints microseconds per call (mean of ``--n`` calls).
 
 Run: ``.venv/bin/python bench/intake_parts.py`` (a few seconds).
@@ -64,7 +65,8 @@ def main() -> None:
             "database, batches of 8": per_call_us(rt.pipeline.accept_batch, [
                 [rt.pipeline.intake_item(record, e, b"{}") for e in events[i:i + 8]]
                 for i in range(n // 2, n, 8)]) / 8,
-            "queue the job": per_call_us(rt.jobs.enqueue, range(n)),
+            # A retry's job; a new order on this (embedded) layout queues none.
+            "queue a job": per_call_us(rt.jobs.enqueue, range(n)),
         }
         rt.pipeline.schedule_many = schedule
         client = create_app(rt).test_client()

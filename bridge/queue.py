@@ -3,18 +3,21 @@
 The database, not the queue, is the record of what must be done: a job only says "look at order
 row N now". A job lost with a crashed machine or a flushed Redis is found again by the periodic
 ``sweep``, and a job run twice is harmless because ``process_order`` takes a lease on the row.
+On the embedded layout (SQLite database and queue) a new order has no job at all: its row is
+the job, found by the workers in the database (``bridge/new_orders.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from huey import Huey, MemoryHuey, crontab
 from huey.storage import RedisStorage, SqliteStorage
 
 from .errors import UnknownStoreError
+from .new_orders import NewOrderFeed
 from .payments import Payments
 from .pipeline import Pipeline
 
@@ -35,6 +38,11 @@ class _QueueFileStorage(SqliteStorage):
         conn.execute("pragma synchronous=NORMAL")
         return conn
 
+    #: Set by ``Jobs`` when the database is SQLite too: new orders are found in it
+    #: (``bridge/new_orders.py``), each handed out as the job ``new_order_job`` makes.
+    new_orders: NewOrderFeed | None = None
+    new_order_job: Callable[[int], bytes] | None = None
+
     def enqueue_many(self, datas: list[bytes]) -> None:
         """Several jobs in one transaction and one INSERT (Huey's ``enqueue`` commits each
         job; ``executemany`` would run a statement per job, each giving up the GIL)."""
@@ -42,6 +50,21 @@ class _QueueFileStorage(SqliteStorage):
         with self.db(commit=True) as cursor:
             cursor.execute(f"insert into task (queue, data, priority) values {values}",
                            [v for data in datas for v in (self.name, self.to_blob(data))])
+
+    def dequeue(self) -> Any:
+        """A queued job first (retries, confirmations, sweeps), else a new order's."""
+        data = super().dequeue()
+        if data is None and self.new_orders is not None and self.new_order_job is not None:
+            pk = self.new_orders.take()
+            if pk is not None:
+                return self.new_order_job(pk)
+        return data
+
+    def queue_size(self) -> int:
+        size = int(super().queue_size())
+        if self.new_orders is not None:
+            size += self.new_orders.pending()
+        return size
 
 
 class _RedisQueueStorage(RedisStorage):
@@ -139,6 +162,13 @@ class Jobs:
         self._confirm_payment = confirm_payment
         pipeline.schedule = self.enqueue
         pipeline.schedule_many = self.enqueue_many
+        storage = huey.storage
+        if isinstance(storage, _QueueFileStorage) and pipeline.engine.dialect.name == "sqlite":
+            # The embedded layout: a new order's row is its job (bridge/new_orders.py).
+            feed = NewOrderFeed(pipeline.engine, clock=pipeline.clock)
+            storage.new_orders = feed
+            storage.new_order_job = lambda pk: huey.serialize_task(process_order.s(pk))
+            pipeline.schedule_many = lambda pks: feed.wake()
         payments.schedule = self.enqueue_confirmation
 
     def enqueue(self, pk: int, delay: float = 0.0) -> None:
