@@ -11,11 +11,13 @@ Nothing is lost this way that the job would have kept: the row is written before
 is answered, and it stays ``received`` until a worker takes its lease. An order handed to a
 worker that dies before taking the lease is handed out again once ``HANDED_SECONDS`` have
 passed (and the minute's sweep finds it anyway). Handing an order out twice is harmless, as a
-job run twice is: ``process_order`` takes a lease on the row.
+job run twice is: ``process_order`` takes a lease on the row. So several worker processes on
+one SQLite file may each hand out the same order: one of them runs it, the others find it held.
 
-Only for a SQLite database: its writes are serial, so an order the feed does not see yet is
-one committed after the read, and the next read finds it. Every other layout queues a job
-per order (Redis wakes the workers of other machines at once).
+Only where both the database and the queue are SQLite files: there the queue is polled anyway
+(its workers look every 0.5 s at most when idle), and one more read per poll of a few rows
+costs nothing. Every other layout queues a job per order: Redis wakes the workers of other
+machines at once, where every worker process polling PostgreSQL would not.
 """
 
 from __future__ import annotations
