@@ -283,10 +283,16 @@ def test_operator_retry_finishes_a_payment_the_store_refused_to_record(bridge, c
     bridge.runtime.pipeline.retry(row.id)
     wait_for(lambda: fake_wc.order(order["id"])["status"] == "processing", timeout=30)
     wait_for(lambda: bridge.order(order["id"]).state == "done", timeout=30)
-    with bridge.runtime.engine.connect() as conn:
-        actions = conn.execute(sa.select(db.store_actions.c.kind, db.store_actions.c.state)
-                               .where(db.store_actions.c.order_id == row.id)).all()
-    assert actions and all(state == "done" for _, state in actions)
+
+    def actions() -> list:
+        with bridge.runtime.engine.connect() as conn:
+            return conn.execute(sa.select(db.store_actions.c.kind, db.store_actions.c.state)
+                                .where(db.store_actions.c.order_id == row.id)).all()
+
+    # The order's state is "done" as soon as the retry is queued; its store actions (mark paid,
+    # then the note) are carried out by the job after that, so wait for them, not the state.
+    wait_for(lambda: all(state == "done" for _, state in actions()), timeout=30)
+    assert actions() and all(state == "done" for _, state in actions())
 
 
 def test_nul_bytes_in_callbacks_are_refused_not_crashes(bridge, connect_store):
