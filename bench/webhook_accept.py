@@ -332,20 +332,20 @@ def measure(args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, A
     children = start_both(args, tmp)
     loads = {kind: Load(template, first_id=1000) for kind in children}
     out: dict[str, Any] = {"bare": {}, "bridge": {}, "rounds": []}
+    rates: dict[str, list[float]] = {kind: [] for kind in children}
+    errors = {kind: 0 for kind in children}
+    latencies: dict[str, list[float]] = {kind: [] for kind in children}
     try:
         for kind, child in children.items():
             closed_loop(child, loads[kind], args.concurrency, args.warmup)  # not reported
         for _ in range(args.rounds):
-            rates = {}
             for kind, child in children.items():
                 tp = closed_loop(child, loads[kind], args.concurrency, args.duration)
-                rates[kind] = tp.ok / tp.elapsed
-                r = out[kind]
-                r["throughput_errors"] = r.get("throughput_errors", 0) + tp.errors
-                r.setdefault("closed_latencies", []).extend(tp.latencies)
-                r.setdefault("throughput_rps_rounds", []).append(rates[kind])
+                rates[kind].append(tp.ok / tp.elapsed)
+                errors[kind] += tp.errors
+                latencies[kind].extend(tp.latencies)
                 time.sleep(0.5)
-            out["rounds"].append(rates["bridge"] / rates["bare"])
+            out["rounds"].append(rates["bridge"][-1] / rates["bare"][-1])
         for kind, child in children.items():
             over = closed_loop(child, loads[kind], args.overload or 4 * args.threads,
                                args.duration)
@@ -363,12 +363,11 @@ def measure(args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, A
         for child in children.values():
             child.stop()
     for kind in children:
-        r = out[kind]
-        latencies = r.pop("closed_latencies")
-        r.update(throughput_rps=statistics.median(r["throughput_rps_rounds"]),
-                 closed_p50_ms=pct(latencies, 0.5) * 1000,
-                 closed_p99_ms=pct(latencies, 0.99) * 1000,
-                 sent=next(loads[kind].ids) - 1000)
+        out[kind].update(throughput_rps=statistics.median(rates[kind]),
+                         throughput_rps_rounds=rates[kind], throughput_errors=errors[kind],
+                         closed_p50_ms=pct(latencies[kind], 0.5) * 1000,
+                         closed_p99_ms=pct(latencies[kind], 0.99) * 1000,
+                         sent=next(loads[kind].ids) - 1000)
     out["bridge"]["orders_recorded"] = count_orders(tmp / "bridge")
     return out
 

@@ -33,14 +33,13 @@ from sqlalchemy.engine import Engine
 from . import db
 
 _o = db.orders.c
-# Uses ix_orders_work (state, next_attempt_at): in a steady state few rows are "received".
-_NEW = (sa.select(_o.id)
-        .where(_o.state == "received", _o.lease_owner.is_(None),
-               _o.next_attempt_at <= sa.bindparam("b_now"))
+# A new order: received, held by no worker, due. Uses ix_orders_work (state, next_attempt_at):
+# in a steady state few rows are "received".
+_IS_NEW = (_o.state == "received", _o.lease_owner.is_(None),
+           _o.next_attempt_at <= sa.bindparam("b_now"))
+_NEW = (sa.select(_o.id).where(*_IS_NEW)
         .order_by(_o.next_attempt_at, _o.id).limit(sa.bindparam("b_limit")))
-_COUNT = (sa.select(sa.func.count())
-          .where(_o.state == "received", _o.lease_owner.is_(None),
-                 _o.next_attempt_at <= sa.bindparam("b_now")))
+_COUNT = sa.select(sa.func.count()).where(*_IS_NEW)
 
 
 class NewOrderFeed:

@@ -41,7 +41,7 @@ class _QueueFileStorage(SqliteStorage):
     #: Set by ``Jobs`` when the database is SQLite too: new orders are found in it
     #: (``bridge/new_orders.py``), each handed out as the job ``new_order_job`` makes.
     new_orders: NewOrderFeed | None = None
-    new_order_job: Callable[[int], bytes] | None = None
+    new_order_job: Callable[[int], bytes]  # set with new_orders
 
     def enqueue_many(self, datas: list[bytes]) -> None:
         """Several jobs in one transaction and one INSERT (Huey's ``enqueue`` commits each
@@ -54,7 +54,7 @@ class _QueueFileStorage(SqliteStorage):
     def dequeue(self) -> Any:
         """A queued job first (retries, confirmations, sweeps), else a new order's."""
         data = super().dequeue()
-        if data is None and self.new_orders is not None and self.new_order_job is not None:
+        if data is None and self.new_orders is not None:
             pk = self.new_orders.take()
             if pk is not None:
                 return self.new_order_job(pk)
