@@ -61,9 +61,14 @@ SENTINEL_ID = 987654321  # placeholder order id in the body template, replaced p
 
 def serve_bridge(threads: int, data_dir: Path, switch_ms: float | None = None,
                  quiet: bool = True) -> None:
-    """Child process: the bridge (embedded SQLite layout), web only, no worker."""
+    """Child process: the bridge (embedded SQLite layout), web only, no worker. It logs as
+    ``upay-bridge serve`` does: a JSON line per recorded order to stderr (the child's log
+    file), at UPAY_BRIDGE_LOG_LEVEL (default INFO) in UPAY_BRIDGE_LOG_FORMAT (default json)."""
     from bridge.app import create_app
+    from bridge.logging_setup import configure
 
+    configure(os.environ.get("UPAY_BRIDGE_LOG_LEVEL", "INFO"),
+              os.environ.get("UPAY_BRIDGE_LOG_FORMAT", "json"))
     rt, record = bench_runtime(data_dir)
     run_server(create_app(rt), threads, f"/webhooks/woocommerce/{record.id}", switch_ms, quiet)
 
