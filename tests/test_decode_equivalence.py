@@ -717,3 +717,25 @@ _NUMBER_LITERALS = st.one_of(
 ))
 def test_decode_json(body: bytes | str) -> None:
     _assert_same(decode_json, _reference_decode_json, body)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-10 ** 40, 10 ** 40)
+    | _FINITE_DECIMALS | _TEXTS,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(_TEXTS, children, max_size=4),
+    max_leaves=40)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_JSON_VALUES, st.booleans(), st.booleans(), st.sampled_from([None, 1, "\t"]))
+def test_any_json_document(value: object, ascii_only: bool, as_bytes: bool,
+                           indent: object) -> None:
+    """decode_json reads with msgspec first and falls back to simplejson on any refusal: for
+    every document, either way, the value (Decimal exponents included) or the error is the
+    reference's."""
+    body: str | bytes = simplejson.dumps(value, use_decimal=True, ensure_ascii=ascii_only,
+                                         indent=indent)
+    if as_bytes:
+        body = body.encode("utf-8", "surrogatepass")
+    _assert_same(decode_json, _reference_decode_json, body)
