@@ -111,8 +111,7 @@ def main() -> None:
                              "real store and UPay do (default: their own server, which closes "
                              "each connection after one answer)")
     args = parser.parse_args()
-
-
+    from bridge.logging_setup import configure
 
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
@@ -125,6 +124,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname, \
             layout_for(args) as layout:
         data_dir = Path(tmpname)
+        # The bridge logs as `upay-bridge serve` does (a JSON line per order and invoice), into
+        # a file here rather than over the results.
+        log = (data_dir / "bridge.log").open("w")
+        configure("INFO", "json", stream=log)
         rt, server = start_bridge(info, data_dir, args.workers, ours, **layout)
         engine = rt.engine
 
