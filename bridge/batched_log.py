@@ -1,15 +1,17 @@
 """A log handler that writes its lines in batches, from one writer thread.
 
 Every order the webhook records is logged (one INFO line), and a plain ``StreamHandler``
-writes each line with its own ``write`` system call from the request thread. That call gives
-up the interpreter lock, and in a burst another request thread takes it: a thread switch per
-line. Measured with ``bench/webhook_accept.py`` (numbers in the README), the one line per order
-cost the intake about a sixth of its throughput, where formatting the line is 8 µs of CPU.
+formats and writes each line in the request thread, with its own ``write`` system call. That
+call gives up the interpreter lock, and in a burst another request thread takes it: a thread
+switch per line. Measured with ``bench/webhook_accept.py`` (numbers in the README), the one line
+per order cost the intake about a sixth of its throughput, where making the line is 8 µs of CPU.
 
-Here a line is formatted in the thread that logs it (so it carries that request's id, a
-context variable) and kept; a writer thread wakes when the first line of a batch arrives,
-waits ``interval`` for more, and writes them all with one call. In a burst that is one write
-per ``interval`` instead of one per order; when idle, a line is written ``interval`` after it
+Here the thread that logs only keeps the record: its message is made at once (its arguments
+may change later) and what it needs from the thread's context is read by the handler's filters,
+which run in that thread (``logging_setup`` adds one that takes the request id). A writer thread
+wakes when the first record of a batch arrives, waits ``interval`` for more, then formats them
+all and writes them with one call: in a burst, one write per ``interval`` instead of one per
+order, and formatting done in one tight loop; when idle, a line is written ``interval`` after it
 was logged, and the writer sleeps.
 
 What is kept is never dropped:
@@ -18,7 +20,7 @@ What is kept is never dropped:
   thread that logs it: the line before a crash is the one an operator needs;
 - ``flush()`` writes what is kept; ``logging.shutdown`` calls it when the process exits
   normally (also on SIGTERM for ``upay-bridge serve``, which turns it into a normal exit);
-- past ``max_pending`` kept lines (a stream that stopped taking them: a full pipe nobody
+- past ``max_pending`` kept records (a stream that stopped taking lines: a full pipe nobody
   reads), the logging thread writes them itself and so waits for the stream, as it would with
   ``StreamHandler``, instead of the process's memory growing.
 
@@ -44,10 +46,10 @@ class BatchedStreamHandler(logging.Handler):
         self.interval = interval
         self.max_pending = max_pending
         self.urgent_level = urgent_level
-        self._lines: list[str] = []
-        self._lines_lock = threading.Lock()  # guards _lines only; never held while writing
+        self._records: list[logging.LogRecord] = []
+        self._records_lock = threading.Lock()  # guards _records only; never held while writing
         # Held while a batch is taken and written, so batches reach the stream in order.
-        # Lock order: the handler's own lock (held around emit), then this, then _lines_lock.
+        # Lock order: the handler's own lock (held around emit), then this, then _records_lock.
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
@@ -56,13 +58,16 @@ class BatchedStreamHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            # As logging.handlers.QueueHandler does: the message now, while its arguments are
+            # what they were when logged; the record is formatted later, in the writer.
+            record.message = record.getMessage()
+            record.msg, record.args = record.message, None
         except Exception:  # noqa: BLE001 - as StreamHandler: report and carry on
             self.handleError(record)
             return
-        with self._lines_lock:
-            self._lines.append(line)
-            pending = len(self._lines)
+        with self._records_lock:
+            self._records.append(record)
+            pending = len(self._records)
             if pending == 1:
                 self._wake.set()
         if record.levelno >= self.urgent_level or pending > self.max_pending or self._closed:
@@ -101,9 +106,17 @@ class BatchedStreamHandler(logging.Handler):
 
     def _write_batch(self) -> None:
         # The caller holds _write_lock.
-        with self._lines_lock:
-            lines, self._lines = self._lines, []
+        with self._records_lock:
+            records, self._records = self._records, []
             self._wake.clear()
+        if not records:
+            return
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.format(record))
+            except Exception:  # noqa: BLE001 - as StreamHandler: report it, write the others
+                self.handleError(record)
         if not lines:
             return
         try:
@@ -113,10 +126,10 @@ class BatchedStreamHandler(logging.Handler):
             pass
 
     def _forked(self) -> None:
-        # The child has no writer thread, and the lines kept at the fork are the parent's to
+        # The child has no writer thread, and the records kept at the fork are the parent's to
         # write. Its locks may have been held by another thread of the parent: new ones.
-        self._lines = []
-        self._lines_lock = threading.Lock()
+        self._records = []
+        self._records_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._wake = threading.Event()
         self._writer = None

@@ -86,6 +86,14 @@ class JSONFormatter(logging.Formatter):
         return _encode_json(out)
 
 
+def keep_request_id(record: logging.LogRecord) -> bool:
+    """A handler filter (it runs in the thread that logs): the request id, from that thread's
+    context, kept on the record for a formatter that runs elsewhere."""
+    if getattr(record, "request_id", None) is None:
+        record.request_id = request_id_var.get()
+    return True
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -177,6 +185,7 @@ def configure(level: str = "INFO", fmt: str = "json", stream=None) -> logging.Ha
     # Lines are written in batches by a writer thread (bridge/batched_log.py): one write per
     # line was a sixth of the webhook intake's throughput in a burst.
     handler = BatchedStreamHandler(stream or sys.stderr)
+    handler.addFilter(keep_request_id)  # the writer formats the record, in another thread
     handler._upay_bridge = True  # type: ignore[attr-defined]
     handler.setFormatter(TextFormatter() if fmt.lower() == "text" else JSONFormatter())
     root.addHandler(handler)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.batched_log import BatchedStreamHandler
-from bridge.logging_setup import JSONFormatter, request_id_var
+from bridge.logging_setup import JSONFormatter, keep_request_id, request_id_var
 
 from .conftest import wait_for
 
@@ -102,9 +102,12 @@ def test_past_max_pending_the_logging_thread_writes_itself(make_logger) -> None:
 
 
 def test_each_line_carries_the_request_id_of_the_thread_that_logged_it() -> None:
+    """The writer formats the records, in its own thread: the request id is the one of the
+    thread that logged, not the writer's (it has none) or the last one set."""
     stream = Stream()
     handler = BatchedStreamHandler(stream, interval=NEVER)  # type: ignore[arg-type]
     handler.setFormatter(JSONFormatter())
+    handler.addFilter(keep_request_id)  # as configure() sets it up
     logger = logging.getLogger("test.batched.request_ids")
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -184,3 +187,45 @@ main()
                           timeout=60)
     messages = [json.loads(line)["message"] for line in done.stderr.splitlines()]
     assert messages == [f"order {n} recorded" for n in range(500)]
+
+
+def test_a_message_is_made_when_logged_not_when_written(make_logger) -> None:
+    """Its arguments may change before the writer formats the record."""
+    logger, stream, handler = make_logger()
+    items = ["first"]
+    logger.info("items: %s", items)
+    items.append("second")
+    handler.flush()
+    assert stream.lines() == ["INFO items: ['first']"]
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_and_the_rest_written(make_logger,
+                                                                             capsys) -> None:
+    logger, stream, handler = make_logger()
+    logger.info("fine %d", 1)
+    logger.info("broken %d", "not a number")
+    logger.info("fine %d", 2)
+    handler.flush()
+    assert stream.lines() == ["INFO fine 1", "INFO fine 2"]
+    assert "not a number" in capsys.readouterr().err  # logging's own report (raiseExceptions)
+
+
+def test_configure_writes_each_line_with_its_threads_request_id() -> None:
+    code = """
+import logging, threading
+from bridge.logging_setup import configure, request_id_var
+configure("INFO", "json")
+def request(n):
+    request_id_var.set(f"req-{n}")
+    logging.getLogger("bridge.pipeline").info("order %d recorded", n)
+threads = [threading.Thread(target=request, args=(n,)) for n in range(20)]
+for t in threads: t.start()
+for t in threads: t.join()
+logging.getLogger("bridge.pipeline").info("no request")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert sorted((line["message"], line.get("request_id")) for line in lines[:-1]) == \
+        sorted((f"order {n} recorded", f"req-{n}") for n in range(20))
+    assert lines[-1]["message"] == "no request" and "request_id" not in lines[-1]
