@@ -128,8 +128,15 @@ def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection,
 
 
 def worker_main(settings: Any, workers: int) -> None:
-    """A worker process of the scale-out layout: ``upay-bridge worker`` on these settings."""
+    """A worker process of the scale-out layout: ``upay-bridge worker`` on these settings,
+    logging as it does (a JSON line per invoice), into a file in the data folder."""
+    import os
+    from pathlib import Path
+
+    from bridge.logging_setup import configure
     from bridge.runtime import bootstrap
 
+    configure("INFO", "json",
+              stream=(Path(settings.data_dir) / f"worker-{os.getpid()}.log").open("w"))
     runtime = bootstrap(settings, migrate=False)
     runtime.jobs.consumer(workers, periodic=False).run()  # SIGINT ends it
