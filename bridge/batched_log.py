@@ -50,7 +50,9 @@ class BatchedStreamHandler(logging.Handler):
         self._records_lock = threading.Lock()  # guards _records only; never held while writing
         # Held while a batch is taken and written, so batches reach the stream in order.
         # Lock order: the handler's own lock (held around emit), then this, then _records_lock.
-        self._write_lock = threading.Lock()
+        # Reentrant: a formatter or stream that logs an error while a batch is written flushes
+        # from inside the write, in the same thread.
+        self._write_lock = threading.RLock()
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
         self._closed = False
@@ -130,7 +132,7 @@ class BatchedStreamHandler(logging.Handler):
         # write. Its locks may have been held by another thread of the parent: new ones.
         self._records = []
         self._records_lock = threading.Lock()
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
         self._wake = threading.Event()
         self._writer = None
 

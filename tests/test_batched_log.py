@@ -229,3 +229,23 @@ logging.getLogger("bridge.pipeline").info("no request")
     assert sorted((line["message"], line.get("request_id")) for line in lines[:-1]) == \
         sorted((f"order {n} recorded", f"req-{n}") for n in range(20))
     assert lines[-1]["message"] == "no request" and "request_id" not in lines[-1]
+
+
+def test_an_error_logged_while_a_batch_is_written_does_not_hang(make_logger) -> None:
+    """A stream (or formatter) that logs an error itself, from inside the write."""
+    logger, stream, handler = make_logger()
+    written: list[str] = []
+
+    class LoggingStream(Stream):
+        def write(self, text: str) -> int:
+            if not written:
+                written.append(text)
+                logger.error("the stream noticed something")  # flushes from inside the write
+            return super().write(text)
+
+    handler.stream = LoggingStream()
+    logger.info("one")
+    done = threading.Event()
+    threading.Thread(target=lambda: (handler.flush(), done.set()), daemon=True).start()
+    assert done.wait(10), "flush hung"
+    assert handler.stream.lines() == ["ERROR the stream noticed something", "INFO one"]
