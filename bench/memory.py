@@ -91,6 +91,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmpname:
         data_dir = Path(tmpname)
+        # The bridge logs as `upay-bridge serve` does (a JSON line per order and invoice), into a
+        # file here; kept records are part of what is measured.
+        from bridge.logging_setup import configure
+
+        configure("INFO", "json", stream=(data_dir / "bridge.log").open("w"))
         rss_start = proc_status("VmRSS")
         rt, server = start_bridge(info, data_dir, args.workers, ours)
         consumer = rt.jobs.consumer(args.workers)
