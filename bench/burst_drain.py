@@ -41,7 +41,7 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakes_process import fakes_main, start_bridge, worker_main  # noqa: E402
+from fakes_process import fakes_main, log_as_serve, start_bridge, worker_main  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 
@@ -111,7 +111,6 @@ def main() -> None:
                              "real store and UPay do (default: their own server, which closes "
                              "each connection after one answer)")
     args = parser.parse_args()
-    from bridge.logging_setup import configure
 
     ctx = mp.get_context("spawn")
     ours, theirs = ctx.Pipe()
@@ -124,10 +123,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmpname, \
             layout_for(args) as layout:
         data_dir = Path(tmpname)
-        # The bridge logs as `upay-bridge serve` does (a JSON line per order and invoice), into
-        # a file here rather than over the results.
-        log = (data_dir / "bridge.log").open("w")
-        configure("INFO", "json", stream=log)
+        log_as_serve(data_dir / "bridge.log")
         rt, server = start_bridge(info, data_dir, args.workers, ours, **layout)
         engine = rt.engine
 

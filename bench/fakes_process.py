@@ -127,16 +127,22 @@ def start_bridge(info: dict, data_dir: Any, workers: int, pipe: Connection,
     return rt, server
 
 
+def log_as_serve(path: Any) -> None:
+    """This process logs as ``upay-bridge serve`` and ``worker`` do (a JSON line per order and
+    invoice, at INFO), into the file ``path`` rather than over the benchmark's results."""
+    from bridge.logging_setup import configure
+
+    configure("INFO", "json", stream=open(path, "w"))
+
+
 def worker_main(settings: Any, workers: int) -> None:
     """A worker process of the scale-out layout: ``upay-bridge worker`` on these settings,
-    logging as it does (a JSON line per invoice), into a file in the data folder."""
+    logging as it does, into a file in the data folder."""
     import os
     from pathlib import Path
 
-    from bridge.logging_setup import configure
     from bridge.runtime import bootstrap
 
-    configure("INFO", "json",
-              stream=(Path(settings.data_dir) / f"worker-{os.getpid()}.log").open("w"))
+    log_as_serve(Path(settings.data_dir) / f"worker-{os.getpid()}.log")
     runtime = bootstrap(settings, migrate=False)
     runtime.jobs.consumer(workers, periodic=False).run()  # SIGINT ends it

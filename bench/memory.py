@@ -33,7 +33,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fakes_process import fakes_main, start_bridge  # noqa: E402
+from fakes_process import fakes_main, log_as_serve, start_bridge  # noqa: E402
 
 # ------------------------------------------------------------------------------ bridge (here)
 
@@ -91,11 +91,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmpname:
         data_dir = Path(tmpname)
-        # The bridge logs as `upay-bridge serve` does (a JSON line per order and invoice), into a
-        # file here; kept records are part of what is measured.
-        from bridge.logging_setup import configure
-
-        configure("INFO", "json", stream=(data_dir / "bridge.log").open("w"))
+        log_as_serve(data_dir / "bridge.log")  # kept log records are part of what is measured
         rss_start = proc_status("VmRSS")
         rt, server = start_bridge(info, data_dir, args.workers, ours)
         consumer = rt.jobs.consumer(args.workers)
