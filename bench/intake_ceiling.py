@@ -24,14 +24,24 @@
     written by the bridge's group commit as one INSERT per batch and one COMMIT (SQLite, WAL,
     ``synchronous=NORMAL``, as the bridge's database); nothing decoded, no job queued;
   * ``decode+inbox``: ``inbox`` after decoding the order;
+  * ``decode+inbox+ingest``: ``decode+inbox``, then the delivery handed (in memory) to a
+    background thread in the same process that writes its orders, deliveries, events and jobs
+    with ``Pipeline.accept_batch`` (up to 500 deliveries a transaction, gathered for 20 ms) and
+    then deletes the batch's inbox rows: an inbox-first intake whose deferred work is paid
+    inside the measured window. The inbox is its own file, so taking deliveries in never waits
+    for the rows' writer, and the delete is a second transaction: a bound that flatters the
+    design;
 
 * ``bridge``: the bridge itself (what ``webhook_accept.py`` measures).
 
-Each is reported as requests/s and as a ratio to ``bare``. The apps other than ``bridge`` are
-bounds, not designs: none but ``decode+append+ingest`` checks for duplicates or queues a job,
-and none tells the store what became of the order.
+All the chosen apps run side by side for the whole benchmark, and the load goes to each in
+turn for ``--duration`` seconds, in ``--rounds`` rounds (as ``webhook_accept.py`` alternates
+its two apps): each round gives every app a ratio to ``bare`` and to ``bridge`` measured
+minutes apart at most, and the medians of the rounds are reported. The apps other than
+``bridge`` are bounds, not designs: none but the two ``ingest`` ones checks for duplicates or
+queues a job, and none tells the store what became of the order.
 
-Run: ``.venv/bin/python bench/intake_ceiling.py`` (about 3 minutes; ``--duration 3 --warmup 1``
+Run: ``.venv/bin/python bench/intake_ceiling.py`` (about 5 minutes; ``--rounds 1 --duration 3``
 quick; ``--only verify,decode`` for some of them).
 """
 
@@ -42,6 +52,7 @@ import json
 import os
 import pickle
 import sqlite3
+import statistics
 import struct
 import sys
 import tempfile
@@ -58,13 +69,15 @@ sys.path.insert(0, str(ROOT))
 import webhook_accept as wa  # noqa: E402
 
 VARIANTS = ("bare", "verify", "decode", "append", "decode+append", "decode+append+ingest",
-            "inbox", "decode+inbox", "bridge")
+            "inbox", "decode+inbox", "decode+inbox+ingest", "bridge")
 
 _FRAME = struct.Struct("<II")  # length, CRC-32
 
 
-def _inbox_writer(path: Path) -> Any:
-    """The bridge's group commit over one INSERT of raw bodies per batch."""
+def _inbox_writer(path: Path, handed: Callable[[list[int], list[Any]], None] | None = None
+                  ) -> Any:
+    """The bridge's group commit over one INSERT of raw bodies per batch; ``handed(ids,
+    items)`` is given each committed batch's rows (ids) and the items they came from."""
     from bridge.group_commit import GroupCommit
 
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -73,22 +86,55 @@ def _inbox_writer(path: Path) -> Any:
     conn.execute("CREATE TABLE inbox (id INTEGER PRIMARY KEY, store_id TEXT, delivery_id TEXT,"
                  " body TEXT, received_at REAL)")
 
-    def write(batch: Sequence[tuple[str, str, bytes]]) -> list[None]:
+    def write(batch: Sequence[tuple[str, str, bytes, Any]]) -> list[None]:
         values = ", ".join(["(?, ?, ?, ?)"] * len(batch))
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(f"INSERT INTO inbox (store_id, delivery_id, body, received_at) "
-                         f"VALUES {values}",
-                         [v for store_id, delivery_id, body in batch
-                          for v in (store_id, delivery_id, body.decode("utf-8"), now)])
+            ids = [row[0] for row in conn.execute(
+                f"INSERT INTO inbox (store_id, delivery_id, body, received_at) "
+                f"VALUES {values} RETURNING id",
+                [v for store_id, delivery_id, body, _ in batch
+                 for v in (store_id, delivery_id, body.decode("utf-8"), now)]).fetchall()]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        if handed is not None:
+            handed(ids, [item for *_, item in batch])
         return [None] * len(batch)
 
     return GroupCommit(write)
+
+
+class _InboxIngest:
+    """The background half of an inbox-first intake: the committed deliveries, handed over in
+    memory, written as the bridge writes them; then their inbox rows deleted."""
+
+    def __init__(self, rt: Any, inbox: Path) -> None:
+        self._rt = rt
+        self._conn = sqlite3.connect(inbox, isolation_level=None, check_same_thread=False)
+        self._pending: list[tuple[int, Any]] = []
+        self._ready = threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def hand(self, ids: list[int], items: list[Any]) -> None:
+        with self._ready:
+            self._pending.extend(zip(ids, items))
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+            time.sleep(0.02)  # gather a batch
+            with self._ready:
+                taken, self._pending = self._pending[:500], self._pending[500:]
+            self._rt.pipeline.accept_batch([item for _, item in taken])
+            ids = [pk for pk, _ in taken]
+            self._conn.execute(f"DELETE FROM inbox WHERE id IN ({', '.join('?' * len(ids))})",
+                               ids)
 
 
 def _ingest(rt: Any, path: Path, wake: threading.Event) -> None:
@@ -127,11 +173,13 @@ def _checking_app(data_dir: Path, kind: str) -> tuple[Callable[..., Iterable[byt
 
     rt, record = wa.bench_runtime(data_dir)
     steps = set(kind.split("+"))
-    group = _inbox_writer(data_dir / "inbox.db") if "inbox" in steps else None
+    ingest = _InboxIngest(rt, data_dir / "inbox.db") if {"inbox", "ingest"} <= steps else None
+    group = _inbox_writer(data_dir / "inbox.db", ingest and ingest.hand) \
+        if "inbox" in steps else None
     journal_path = data_dir / "intake.journal"
     journal = os.open(journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     wake = threading.Event()
-    if "ingest" in steps:
+    if {"append", "ingest"} <= steps:
         threading.Thread(target=_ingest, args=(rt, journal_path, wake), daemon=True).start()
     limit = rt.settings.max_body_bytes
 
@@ -155,7 +203,8 @@ def _checking_app(data_dir: Path, kind: str) -> tuple[Callable[..., Iterable[byt
             os.write(journal, _FRAME.pack(len(data), zlib.crc32(data)) + data)
             wake.set()
         if group is not None:
-            group.submit((found.id, headers.get("X-WC-Webhook-Delivery-ID", ""), body))
+            item = rt.pipeline.intake_item(found, event, body) if ingest else None
+            group.submit((found.id, headers.get("X-WC-Webhook-Delivery-ID", ""), body, item))
         out = json.dumps({"ok": True}).encode() + b"\n"
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(out)))])
@@ -178,7 +227,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=8, help="waitress threads (every app)")
     parser.add_argument("--concurrency", type=int, default=16, help="client threads")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per app")
+    parser.add_argument("--duration", type=float, default=4.0,
+                        help="seconds per app and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all the apps")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unreported warm-up")
     parser.add_argument("--only", default="", help="comma-separated variants (bare is always run)")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -192,37 +243,50 @@ def main() -> None:
                          if not args.only or v in args.only.split(",")]
     template = wa.body_template()
     print(f"body: {len(template)} bytes; waitress threads={args.threads}; "
-          f"{args.concurrency} clients x {args.duration:.0f}s per app")
-    rates: dict[str, float] = {}
+          f"{args.concurrency} clients x {args.duration:.0f}s per app and round, "
+          f"{args.rounds} rounds")
+    rates: dict[str, list[float]] = {kind: [] for kind in chosen}
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmpname:
         tmp = Path(tmpname)
-        for kind in chosen:
-            data_dir = tmp / kind.replace("+", "-")
-            data_dir.mkdir()
-            child = wa.start_child(kind, args.threads, data_dir, data_dir / "server.log", __file__)
-            try:
-                load = wa.Load(template, first_id=1000)
-                wa.closed_loop(child, load, args.concurrency, args.warmup)
-                result = wa.closed_loop(child, load, args.concurrency, args.duration)
-                ended = time.monotonic()
-                if kind == "decode+append+ingest":
-                    # Whether the background half kept up: what it had written when the load
-                    # stopped and how long it took to catch up after (a lag would be work done
-                    # outside the measured window).
-                    sent = next(load.ids) - 1000
-                    at_end = wa.count_orders(data_dir)
+        children: dict[str, wa.Child] = {}
+        try:
+            for kind in chosen:
+                data_dir = tmp / kind.replace("+", "-")
+                data_dir.mkdir()
+                children[kind] = wa.start_child(kind, args.threads, data_dir,
+                                                data_dir / "server.log", __file__)
+            loads = {kind: wa.Load(template, first_id=1000) for kind in chosen}
+            for kind, child in children.items():
+                wa.closed_loop(child, loads[kind], args.concurrency, args.warmup)
+            for round_no in range(1, args.rounds + 1):
+                for kind, child in children.items():
+                    result = wa.closed_loop(child, loads[kind], args.concurrency, args.duration)
+                    rates[kind].append(result.ok / result.elapsed)
+                    if result.errors:
+                        print(f"{kind}: {result.errors} errors in round {round_no}")
+                    time.sleep(0.3)
+                print(f"round {round_no}: " + ", ".join(
+                    f"{kind} {rates[kind][-1]:.0f}" for kind in chosen), flush=True)
+            lag = {}
+            for kind in chosen:
+                if kind.endswith("+ingest"):
+                    # Whether the background half kept up: how long it took to write every
+                    # order after the load stopped (work done outside the measured window).
+                    ended, sent = time.monotonic(), next(loads[kind].ids) - 1000
+                    data_dir = tmp / kind.replace("+", "-")
                     while wa.count_orders(data_dir) < sent and time.monotonic() - ended < 30:
                         time.sleep(0.05)
-                    caught_up = f"; ingested {at_end} of {sent} when the load stopped, all " \
-                                f"{wa.count_orders(data_dir)} {time.monotonic() - ended:.1f} s later"
-                else:
-                    caught_up = ""
-            finally:
+                    lag[kind] = (f"; all {wa.count_orders(data_dir)} of {sent} orders written "
+                                 f"{time.monotonic() - ended:.1f} s after the load stopped")
+        finally:
+            for child in children.values():
                 child.stop()
-            rates[kind] = result.ok / result.elapsed
-            print(f"{kind:>21}: {rates[kind]:8.1f} req/s  ratio to bare "
-                  f"{rates[kind] / rates['bare']:.2f}  (errors {result.errors}){caught_up}",
-                  flush=True)
+    for kind in chosen:
+        to_bare = statistics.median(a / b for a, b in zip(rates[kind], rates["bare"]))
+        to_bridge = (f", to bridge {statistics.median(a / b for a, b in zip(rates[kind], rates['bridge'])):.2f}"
+                     if "bridge" in rates else "")
+        print(f"{kind:>21}: {statistics.median(rates[kind]):8.1f} req/s  ratio to bare "
+              f"{to_bare:.2f}{to_bridge} (medians of {args.rounds} rounds){lag.get(kind, '')}")
 
 
 if __name__ == "__main__":

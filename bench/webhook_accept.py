@@ -149,10 +149,12 @@ class Child:
 
 def start_child(kind: str, threads: int, data_dir: Path, log: Path,
                 script: str = __file__, switch_ms: float | None = None,
-                quiet: bool = True) -> Child:
+                quiet: bool = True, cpus: str = "") -> Child:
     """``script --serve kind`` in a subprocess; it prints the port and path it serves."""
     cmd = [sys.executable, script, "--serve", kind, "--threads", str(threads),
            "--data-dir", str(data_dir)]
+    if cpus:
+        cmd += ["--cpus", cpus]
     if switch_ms is not None:
         cmd += ["--switch-ms", str(switch_ms)]
     if not quiet:
@@ -319,7 +321,7 @@ def start_both(args: argparse.Namespace, tmp: Path) -> dict[str, Child]:
             data_dir.mkdir()
             children[kind] = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log",
                                          switch_ms=args.switch_ms,
-                                         quiet=not args.waitress_channels)
+                                         quiet=not args.waitress_channels, cpus=args.cpus)
     except BaseException:
         for child in children.values():
             child.stop()
@@ -395,11 +397,17 @@ def main() -> None:
     parser.add_argument("--waitress-channels", action="store_true",
                         help="serve both apps with waitress's own connections instead of "
                              "bridge.web_server.QuietChannel (for an A/B)")
+    parser.add_argument("--cpus", default="",
+                        help="run both servers on these CPUs only (comma-separated numbers, as "
+                             "taskset -c; default: wherever the kernel puts their threads)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--serve", choices=("bridge", "bare"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.serve and args.cpus:
+        # Before any thread starts: threads inherit the affinity of the one that makes them.
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     if args.serve == "bridge":
         serve_bridge(args.threads, args.data_dir, args.switch_ms, not args.waitress_channels)
         return
@@ -416,7 +424,8 @@ def main() -> None:
           f"connections: {'waitress' if args.waitress_channels else 'QuietChannel'}; "
           f"closed loop {args.concurrency} clients x {args.duration:.0f}s "
           f"(overload: {args.overload or 4 * args.threads} clients); "
-          f"open loop {args.rate:.0f} rps x {args.duration:.0f}s; cpus={os.cpu_count()}")
+          f"open loop {args.rate:.0f} rps x {args.duration:.0f}s; cpus={os.cpu_count()}"
+          + (f"; servers on CPU {args.cpus}" if args.cpus else ""))
     with tempfile.TemporaryDirectory(prefix="bench-accept-") as tmpname:
         result = measure(args, template, Path(tmpname))
     bare, bridge, rounds = result["bare"], result["bridge"], result["rounds"]
