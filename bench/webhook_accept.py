@@ -48,7 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -313,15 +313,17 @@ def count_orders(data_dir: Path) -> int:
         return int(conn.execute("select count(*) from orders").fetchone()[0])
 
 
-def start_both(args: argparse.Namespace, tmp: Path) -> dict[str, Child]:
+def start_children(kinds: list[str], threads: int, tmp: Path, script: str = __file__,
+                   **options: Any) -> dict[str, Child]:
+    """``script --serve kind`` for each kind, each with its data folder in ``tmp`` (named
+    after the kind) and its log beside it; all stopped again if one fails to start."""
     children: dict[str, Child] = {}
     try:
-        for kind in ("bare", "bridge"):
-            data_dir = tmp / kind
+        for kind in kinds:
+            data_dir = tmp / kind.replace("+", "-")
             data_dir.mkdir()
-            children[kind] = start_child(kind, args.threads, data_dir, tmp / f"{kind}.log",
-                                         switch_ms=args.switch_ms,
-                                         quiet=not args.waitress_channels, cpus=args.cpus)
+            children[kind] = start_child(kind, threads, data_dir, tmp / f"{data_dir.name}.log",
+                                         script, **options)
     except BaseException:
         for child in children.values():
             child.stop()
@@ -329,30 +331,39 @@ def start_both(args: argparse.Namespace, tmp: Path) -> dict[str, Child]:
     return children
 
 
+def alternate(children: dict[str, Child], loads: dict[str, Load], concurrency: int,
+              duration: float, rounds: int,
+              after_run: Callable[[str, Result], None] | None = None) -> dict[str, list[Result]]:
+    """``rounds`` rounds, each a closed-loop run of ``duration`` seconds on every child in
+    turn; every child's results, one per round. All the children run for the whole time (the
+    idle ones cost nothing), so a drift of the machine's speed moves every app of a round alike:
+    each round's ratios are one sample. ``after_run(kind, result)`` is called after each run,
+    outside the measured time."""
+    results: dict[str, list[Result]] = {kind: [] for kind in children}
+    for _ in range(rounds):
+        for kind, child in children.items():
+            result = closed_loop(child, loads[kind], concurrency, duration)
+            results[kind].append(result)
+            if after_run is not None:
+                after_run(kind, result)
+            time.sleep(0.5)
+    return results
+
+
 def measure(args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, Any]:
-    """Both servers run side by side for the whole benchmark (the idle one costs nothing).
-    The closed-loop throughput is measured in ``--rounds`` rounds, each a ``--duration`` run
-    of bare and then of the bridge: a machine whose speed drifts during the benchmark (other
-    load, the host's CPU frequency) moves both runs of a round alike, so each round's ratio is
-    one sample and the median of the rounds is the result, reported with the lowest and highest.
+    """Both servers run side by side for the whole benchmark. The closed-loop throughput is
+    measured in ``--rounds`` rounds (``alternate``), each a ``--duration`` run of bare and then
+    of the bridge; each round's ratio is one sample and the median of the rounds is the result,
+    reported with the lowest and highest.
     """
-    children = start_both(args, tmp)
+    children = start_children(["bare", "bridge"], args.threads, tmp, switch_ms=args.switch_ms,
+                              quiet=not args.waitress_channels, cpus=args.cpus)
     loads = {kind: Load(template, first_id=1000) for kind in children}
-    out: dict[str, Any] = {"bare": {}, "bridge": {}, "rounds": []}
-    rates: dict[str, list[float]] = {kind: [] for kind in children}
-    errors = {kind: 0 for kind in children}
-    latencies: dict[str, list[float]] = {kind: [] for kind in children}
+    out: dict[str, Any] = {"bare": {}, "bridge": {}}
     try:
         for kind, child in children.items():
             closed_loop(child, loads[kind], args.concurrency, args.warmup)  # not reported
-        for _ in range(args.rounds):
-            for kind, child in children.items():
-                tp = closed_loop(child, loads[kind], args.concurrency, args.duration)
-                rates[kind].append(tp.ok / tp.elapsed)
-                errors[kind] += tp.errors
-                latencies[kind].extend(tp.latencies)
-                time.sleep(0.5)
-            out["rounds"].append(rates["bridge"][-1] / rates["bare"][-1])
+        runs = alternate(children, loads, args.concurrency, args.duration, args.rounds)
         for kind, child in children.items():
             over = closed_loop(child, loads[kind], args.overload or 4 * args.threads,
                                args.duration)
@@ -369,11 +380,15 @@ def measure(args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, A
     finally:
         for child in children.values():
             child.stop()
+    rates = {kind: [r.ok / r.elapsed for r in runs[kind]] for kind in children}
+    out["rounds"] = [bridge / bare for bridge, bare in zip(rates["bridge"], rates["bare"])]
     for kind in children:
+        latencies = [x for r in runs[kind] for x in r.latencies]
         out[kind].update(throughput_rps=statistics.median(rates[kind]),
-                         throughput_rps_rounds=rates[kind], throughput_errors=errors[kind],
-                         closed_p50_ms=pct(latencies[kind], 0.5) * 1000,
-                         closed_p99_ms=pct(latencies[kind], 0.99) * 1000,
+                         throughput_rps_rounds=rates[kind],
+                         throughput_errors=sum(r.errors for r in runs[kind]),
+                         closed_p50_ms=pct(latencies, 0.5) * 1000,
+                         closed_p99_ms=pct(latencies, 0.99) * 1000,
                          sent=next(loads[kind].ids) - 1000)
     out["bridge"]["orders_recorded"] = count_orders(tmp / "bridge")
     return out
