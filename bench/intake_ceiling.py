@@ -255,7 +255,7 @@ def main() -> None:
             # Reading the id counter takes an id no request will use.
             sent = next(loads[kind].ids) - 1000 - skipped.get(kind, 0)
             skipped[kind] = skipped.get(kind, 0) + 1
-            left = sent - wa.count_orders(tmp / kind.replace("+", "-"))
+            left = sent - wa.count_orders(wa.data_dir_for(tmp, kind))
             behind[kind] = max(behind.get(kind, 0), left)
 
     with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmpname:
@@ -283,6 +283,7 @@ def main() -> None:
                if kind in behind else "")
         print(f"{kind:>21}: {statistics.median(rates[kind]):8.1f} req/s  ratio to bare "
               f"{to_bare:.2f}{to_bridge} (medians of {args.rounds} rounds; errors {errors}){lag}")
+
 
 if __name__ == "__main__":
     main()

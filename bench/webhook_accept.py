@@ -313,6 +313,11 @@ def count_orders(data_dir: Path) -> int:
         return int(conn.execute("select count(*) from orders").fetchone()[0])
 
 
+def data_dir_for(tmp: Path, kind: str) -> Path:
+    """The data folder ``start_children`` gives the app ``kind`` in ``tmp``."""
+    return tmp / kind.replace("+", "-")
+
+
 def start_children(kinds: list[str], threads: int, tmp: Path, script: str = __file__,
                    **options: Any) -> dict[str, Child]:
     """``script --serve kind`` for each kind, each with its data folder in ``tmp`` (named
@@ -320,7 +325,7 @@ def start_children(kinds: list[str], threads: int, tmp: Path, script: str = __fi
     children: dict[str, Child] = {}
     try:
         for kind in kinds:
-            data_dir = tmp / kind.replace("+", "-")
+            data_dir = data_dir_for(tmp, kind)
             data_dir.mkdir()
             children[kind] = start_child(kind, threads, data_dir, tmp / f"{data_dir.name}.log",
                                          script, **options)
@@ -390,7 +395,7 @@ def measure(args: argparse.Namespace, template: bytes, tmp: Path) -> dict[str, A
                          closed_p50_ms=pct(latencies, 0.5) * 1000,
                          closed_p99_ms=pct(latencies, 0.99) * 1000,
                          sent=next(loads[kind].ids) - 1000)
-    out["bridge"]["orders_recorded"] = count_orders(tmp / "bridge")
+    out["bridge"]["orders_recorded"] = count_orders(data_dir_for(tmp, "bridge"))
     return out
 
 

@@ -111,8 +111,6 @@ class BatchedStreamHandler(logging.Handler):
         with self._records_lock:
             records, self._records = self._records, []
             self._wake.clear()
-        if not records:
-            return
         lines = []
         for record in records:
             try:
