@@ -49,7 +49,8 @@ class BatchedStreamHandler(logging.Handler):
         self._records: list[logging.LogRecord] = []
         self._records_lock = threading.Lock()  # guards _records only; never held while writing
         # Held while a batch is taken and written, so batches reach the stream in order.
-        # Lock order: the handler's own lock (held around emit), then this, then _records_lock.
+        # Lock order: the handler's own lock (held by logging.shutdown around flush and close;
+        # not around emit, see handle), then this, then _records_lock.
         # Reentrant: a formatter or stream that logs an error while a batch is written flushes
         # from inside the write, in the same thread.
         self._write_lock = threading.RLock()
@@ -57,6 +58,16 @@ class BatchedStreamHandler(logging.Handler):
         self._writer: threading.Thread | None = None
         self._closed = False
         _after_fork.add(self)
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        # As Handler.handle, without taking the handler's lock around emit: emit guards what it
+        # shares with its own locks, and every order of a burst is logged through here.
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12: a filter may return a new record
+            record = rv
+        if rv:
+            self.emit(record)
+        return bool(rv)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

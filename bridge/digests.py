@@ -11,6 +11,7 @@ request more than the same HMAC fed in pieces below the threshold.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -31,6 +32,25 @@ def sha256_hex(data: bytes) -> str:
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
-    mac = hmac.new(key, None, hashlib.sha256)
-    _feed(mac, data)
-    return mac.digest()
+    """HMAC-SHA256 (RFC 2104) from the key's two padded states, hashed once per key and
+    copied per message: what ``hmac.new`` computes, without building its Python object and
+    hashing the padded key twice on every delivery."""
+    inner_start, outer_start = _padded_states(key)
+    inner = inner_start.copy()
+    _feed(inner, data)
+    outer = outer_start.copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+_BLOCK = hashlib.sha256().block_size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+@functools.lru_cache(maxsize=64)  # a few stores' signing secrets, as long as they are in use
+def _padded_states(key: bytes) -> "tuple[hashlib._Hash, hashlib._Hash]":
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return (hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD)))

@@ -6,9 +6,36 @@ into a UPay create-invoice request. Nothing here does I/O or knows about Flask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from decimal import Decimal
 from enum import Enum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def _fills_dict(cls: type[T]) -> type[T]:
+    """Give a frozen dataclass an ``__init__`` that writes its fields into the instance's
+    ``__dict__`` at once. The one ``dataclass`` makes goes through ``object.__setattr__`` for
+    each field (what freezing costs); every webhook builds one Order, its Customer and an
+    OrderLine per line, and that was a tenth of reading the order. Same parameters, same
+    defaults; no field here has a default factory or ``__post_init__``."""
+    params, lines, defaults = [], [], {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            defaults[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        lines.append(f"    d[{f.name!r}] = {f.name}")
+    source = f"def __init__(self, {', '.join(params)}):\n    d = self.__dict__\n" + \
+        "\n".join(lines)
+    namespace: dict = dict(defaults)
+    exec(source, namespace)  # noqa: S102 - built from the class's own field names, as dataclass does
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class LineKind(str, Enum):
@@ -17,6 +44,7 @@ class LineKind(str, Enum):
     FEE = "fee"
 
 
+@_fills_dict
 @dataclass(frozen=True)
 class OrderLine:
     """One priced line of an order, as the store charges it.
@@ -32,6 +60,7 @@ class OrderLine:
     sku: str = ""
 
 
+@_fills_dict
 @dataclass(frozen=True)
 class Customer:
     id: str = ""  # the store's customer id; "" for a guest
@@ -46,6 +75,7 @@ class Customer:
         return " ".join(p for p in (self.first_name.strip(), self.last_name.strip()) if p)
 
 
+@_fills_dict
 @dataclass(frozen=True)
 class Order:
     """A store order, reduced to what invoicing needs."""

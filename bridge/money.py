@@ -52,7 +52,10 @@ def parse_amount(value: object) -> Decimal:
         # ASCII digits with at most one point ("12.500") match _AMOUNT_RE; telling them apart
         # costs well under half of the regex, which still decides everything else.
         digits = text.replace(".", "", 1)
-        if not (digits.isascii() and digits.isdigit()) and not _AMOUNT_RE.fullmatch(text):
+        if digits.isascii() and digits.isdigit():
+            if len(text) <= 15:  # plain digits: finite, and this short, below _MAX_ABS
+                return Decimal(text)
+        elif not _AMOUNT_RE.fullmatch(text):
             raise ValueError(f"not an amount: {value!r}")
         try:
             amount = Decimal(text)
@@ -99,6 +102,14 @@ def add_exact(*amounts: Decimal) -> Decimal:
     plus "0" would be rounded here to 1.0005 and then again to the currency (1.001, not 1.000).
     Raises ValueError when the terms are too far apart to add in a sane number of digits (the
     JSON number 1e-99999999999 next to 1: a hundred billion digits)."""
+    if len(amounts) == 1:
+        # One amount: nothing to add. Its span is its number of digits plus one, and str()
+        # writes at least every digit, so a short text needs no closer look.
+        (only,) = amounts
+        if not only:
+            return Decimal(0)
+        if only.is_finite() and len(str(only)) < _MAX_SUM_DIGITS:
+            return only
     terms = [a for a in amounts if a]  # a zero, whatever its exponent, adds nothing
     if not terms:
         return Decimal(0)

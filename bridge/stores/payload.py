@@ -100,17 +100,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def objects(container: dict, key: str, where: str) -> list[tuple[str, dict]]:
-    """The objects of a list field, each with its place for error messages; [] when absent."""
+def objects(container: dict, key: str, where: str, *, placed: bool = True) -> list[Any]:
+    """The objects of a list field, each with its place for error messages; [] when absent.
+    ``placed=False``: the objects alone (the caller writes a place when it needs one)."""
     raw = container.get(key)
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise InvalidPayloadError(f"{where}: '{key}' must be a list, got {type(raw).__name__}")
-    out = []
     for index, item in enumerate(raw):
-        here = f"{where} {key}[{index}]"
         if not isinstance(item, dict):
-            raise InvalidPayloadError(f"{here} must be an object, got {type(item).__name__}")
-        out.append((here, item))
-    return out
+            raise InvalidPayloadError(f"{where} {key}[{index}] must be an object, got "
+                                      f"{type(item).__name__}")
+    if not placed:
+        return raw
+    return [(f"{where} {key}[{index}]", item) for index, item in enumerate(raw)]

@@ -8,13 +8,13 @@ formatted with the store's global decimals setting; they are parsed exactly and 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from bridge.errors import InvalidPayloadError
 from bridge.mapping import clean_name
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import add_exact, parse_amount
-from bridge.stores.payload import objects, storable, storable_id
+from bridge.stores.payload import MAX_QUANTITY, objects, storable, storable_id
 from bridge.stores.payload import quantity as parse_quantity
 
 _ZERO = Decimal("0")
@@ -102,23 +102,40 @@ def _money(obj: dict, key: str, where: str, default: Decimal | None = None) -> D
 
 def _lines(payload: dict, key: str, where: str, kind: LineKind) -> list[OrderLine]:
     lines = []
-    for here, item in objects(payload, key, where):
+    # Each line's place ("order 7 line_items[2]") is written out only for an error message.
+    for index, item in enumerate(objects(payload, key, where, placed=False)):
         # Line totals are after discounts and exclude tax, whatever prices_include_tax says.
-        total, tax = _money(item, "total", here), _money(item, "total_tax", here, default=_ZERO)
         try:
-            amount = add_exact(total, tax)
-        except ValueError as exc:
-            raise InvalidPayloadError(f"{here}: 'total' plus 'total_tax': {exc}") from None
+            total = parse_amount(item.get("total"))
+            tax = item.get("total_tax")
+            tax = _ZERO if tax is None else parse_amount(tax)
+            # An untaxed line (the usual case) has nothing to add.
+            amount = add_exact(total, tax) if tax else add_exact(total)
+        except ValueError:
+            _line_amount_error(item, f"{where} {key}[{index}]")
         if kind is LineKind.ITEM:
-            name = _raw_name(item, "name")
-            quantity, sku = parse_quantity(item.get("quantity"), here), _text(
-                item.get("sku"))
+            value = item.get("quantity")
+            # A count as JSON gives it; anything else is checked and explained by quantity().
+            quantity = value if type(value) is int and 1 <= value <= MAX_QUANTITY else \
+                parse_quantity(value, f"{where} {key}[{index}]")
+            name, sku = _raw_name(item, "name"), _text(item.get("sku"))
         elif kind is LineKind.SHIPPING:
             name, quantity, sku = _raw_name(item, "method_title") or "Shipping", 1, ""
         else:
             name, quantity, sku = _raw_name(item, "name") or "Fee", 1, ""
-        lines.append(OrderLine(kind=kind, name=name, quantity=quantity, amount=amount, sku=sku))
+        lines.append(OrderLine(kind, name, quantity, amount, sku))
     return lines
+
+
+def _line_amount_error(item: dict, here: str) -> NoReturn:
+    """The error for a line whose amounts did not read: which one, and why."""
+    total = _money(item, "total", here)
+    tax = _money(item, "total_tax", here, default=_ZERO)
+    try:
+        add_exact(total, tax)
+    except ValueError as exc:
+        raise InvalidPayloadError(f"{here}: 'total' plus 'total_tax': {exc}") from None
+    raise AssertionError("unreachable: the amounts read the second time")  # pragma: no cover
 
 
 def _raw_name(item: dict, key: str) -> str:

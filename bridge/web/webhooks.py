@@ -112,7 +112,7 @@ class WebhookEndpoint:
             return self.app(environ, start_response)
         if not path.isascii():
             path = path.encode("latin-1").decode("utf-8", "replace")
-        headers = EnvironHeaders(environ)
+        headers = _Headers(environ)
         request_id = request_id_from(headers.get("X-Request-ID"))
         token = request_id_var.set(request_id)
         try:
@@ -139,14 +139,8 @@ class WebhookEndpoint:
             if record is None:
                 return None
             limit = self.rt.settings.max_body_bytes
-            try:
-                # werkzeug's own reading: Content-Length, or a body the server marks as
-                # terminated (chunked). One byte past the limit is let in, so that a chunked
-                # body over it is refused rather than silently cut at the limit.
-                body = get_input_stream(environ, max_content_length=limit + 1).read()
-            except RequestEntityTooLarge:
-                body = None
-            if body is None or len(body) > limit:
+            body = _read_body(environ, limit)
+            if body is None:
                 return 413, _error("body_too_large", RequestEntityTooLarge.description)
             return receive(self.rt, record, headers, body, environ.get("REMOTE_ADDR"))
         except HTTPException as exc:  # werkzeug's, reading the body (a client gone: 400)
@@ -159,6 +153,67 @@ class WebhookEndpoint:
                     return status, _error(code, str(exc))
             app_logger.exception("unexpected error")
             return 500, _error("internal_error", "the bridge failed to handle this request")
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` bytes."""
+    if "wsgi.input_terminated" in environ:
+        # The server has read the whole body (waitress: Content-Length or chunked) and ends
+        # the stream there, so it is read directly: what werkzeug's LimitedStream would return,
+        # without its wrapper, which cost more than the read on every delivery of a burst.
+        length = environ.get("CONTENT_LENGTH")
+        if length and length.isdigit() and int(length) > limit:
+            return None
+        stream, most = environ["wsgi.input"], limit + 1
+        body = stream.read(most)
+        while len(body) < most:  # a stream may hand its body over in pieces
+            more = stream.read(most - len(body))
+            if not more:
+                break
+            body += more
+        return body if len(body) <= limit else None
+    try:
+        # werkzeug's own reading: Content-Length, or a body the server marks as terminated
+        # (chunked). One byte past the limit is let in, so that a chunked body over it is
+        # refused rather than silently cut at the limit.
+        body = get_input_stream(environ, max_content_length=limit + 1).read()
+    except RequestEntityTooLarge:
+        return None
+    return body if len(body) <= limit else None
+
+
+class _Headers(EnvironHeaders):
+    """werkzeug's headers of a WSGI environ, with each header name's environ key kept: a
+    delivery reads five headers, and werkzeug works the key out anew on every read."""
+
+    _keys: dict[str, str] = {}
+
+    def _get_key(self, key: str) -> str:
+        environ_key = self._keys.get(key) if type(key) is str else None
+        if environ_key is None:
+            if not isinstance(key, str):
+                return super()._get_key(key)
+            environ_key = key.upper().replace("-", "_")
+            if environ_key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                environ_key = "HTTP_" + environ_key
+            if len(self._keys) < 256:  # only the names the bridge reads come here
+                self._keys[key] = environ_key
+        return self.environ[environ_key]  # type: ignore[no-any-return]
+
+    def get(self, key: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002
+        if type is not None:
+            return super().get(key, default, type)
+        try:
+            return self._get_key(key)
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self._get_key(key)  # type: ignore[arg-type]
+        except KeyError:
+            return False
+        return True
 
 
 # The answers to nearly every delivery of a burst ({"ok": true, "order": "queued"} and the
