@@ -201,3 +201,75 @@ def test_error_answers_match_flasks_byte_for_byte(quiet_bridge, connect_store, w
                               "X-WC-Webhook-Source": record.url + "/",
                               "X-WC-Webhook-Signature": webhook_signature(body, WEBHOOK_SECRET)})
     assert resp.get_data() == b'{"ignored":"product.created","ok":true}\n'  # jsonify's order
+
+
+# -- the endpoint's own readers of the request: what werkzeug's would give ---------------------
+
+class _Pieces:
+    """A terminated input stream that hands its body over a few bytes per read."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step = data, step
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.step if size < 0 else min(size, self.step)
+        piece, self.data = self.data[:size], self.data[size:]
+        return piece
+
+
+@pytest.mark.parametrize("length", [0, 1, 99, 100, 101, 250])
+@pytest.mark.parametrize("announced", [True, False])  # Content-Length, or chunked (none)
+@pytest.mark.parametrize("terminated", [True, False])  # waitress marks its input terminated
+def test_the_body_is_read_as_werkzeug_reads_it(length: int, announced: bool,
+                                                terminated: bool) -> None:
+    import io
+
+    from werkzeug.exceptions import RequestEntityTooLarge
+    from werkzeug.wsgi import get_input_stream
+
+    from bridge.web.webhooks import _read_body
+
+    data, limit = bytes(range(256))[:length], 100
+
+    def environ(stream: object) -> dict:
+        env = {"wsgi.input": stream}
+        if announced:
+            env["CONTENT_LENGTH"] = str(length)
+        if terminated:
+            env["wsgi.input_terminated"] = True
+        return env
+
+    try:
+        expected = get_input_stream(environ(io.BytesIO(data)), max_content_length=limit + 1).read()
+        if len(expected) > limit:
+            expected = None
+    except RequestEntityTooLarge:
+        expected = None
+    for stream in (io.BytesIO(data), _Pieces(data, 7)):
+        assert _read_body(environ(stream), limit) == expected, stream
+    if terminated:  # what waitress serves: the whole body up to the limit, else refused
+        assert expected == (data if length <= limit else None)
+
+
+@pytest.mark.parametrize("name", ["X-WC-Webhook-Signature", "x-wc-webhook-topic", "Content-Type",
+                                  "content-length", "Saleor-Api-Url", "X-Missing", "X-Request-ID"])
+def test_the_header_view_reads_as_werkzeugs(name: str) -> None:
+    from werkzeug.datastructures import EnvironHeaders
+
+    from bridge.web.webhooks import _Headers
+
+    environ = {"CONTENT_TYPE": "application/json", "CONTENT_LENGTH": "12",
+               "HTTP_X_WC_WEBHOOK_SIGNATURE": "c2ln", "HTTP_X_WC_WEBHOOK_TOPIC": "order.created",
+               "HTTP_SALEOR_API_URL": "https://s.example/graphql/", "HTTP_CONTENT_TYPE": "x"}
+    ours, theirs = _Headers(environ), EnvironHeaders(environ)
+    for _ in range(2):  # the second read comes from the kept key
+        assert ours.get(name) == theirs.get(name)
+        assert ours.get(name, "-") == theirs.get(name, "-")
+        assert ours.get(name, type=len) == theirs.get(name, type=len)
+        assert (name in ours) == (name in theirs)
+        if name in theirs:
+            assert ours[name] == theirs[name]
+        else:
+            with pytest.raises(KeyError):
+                ours[name]
+    assert dict(ours) == dict(theirs)
