@@ -8,12 +8,21 @@ burst, queueing a job (SQLite queue: a retry's; a new order needs none on the em
 layout, ``bridge/new_orders.py``), the whole request, and the bare endpoint's whole
 request. Prints microseconds per call (mean of ``--n`` calls).
 
+Last, the bridge's own Python per delivery: the whole request as waitress hands it over (a
+WSGI environ, the endpoint called directly, the log line written as ``serve`` writes it) with
+the database write left out (the rows are made and handed to a cursor that keeps nothing), the
+best of five passes of ``--n`` deliveries. It is what a change to the request's Python shows
+in, where the server's throughput moves by a few percent between rounds.
+
 Run: ``.venv/bin/python bench/intake_parts.py`` (a few seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
+import logging
 import sys
 import tempfile
 import time
@@ -80,8 +89,70 @@ def main() -> None:
         results["whole request (bare Flask)"] = per_call_us(
             lambda r: bare_client.post("/bare", data=r[0], headers=r[1]), requests[2 * n:])
         rt.close()
+    results["Python per delivery, no database"] = python_per_delivery(n)
     for name, us in results.items():
-        print(f"{name:>28}: {us:7.1f} µs")
+        print(f"{name:>34}: {us:7.1f} µs")
+
+
+class _KeepingNothing:
+    """Stands in for the intake's cursor: every order is new, no row is kept."""
+
+    def __init__(self) -> None:
+        self.ids = itertools.count(1)
+
+    def insert_orders(self, rows: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+        return {(r["store_id"], r["external_id"]): next(self.ids) for r in rows}
+
+    def insert_deliveries(self, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def insert_events(self, rows: list[Any]) -> None:
+        pass
+
+
+def python_per_delivery(n: int) -> float:
+    """µs per delivery through the endpoint, database write left out (see the docstring)."""
+    from bridge.app import create_app
+    from bridge.logging_setup import configure
+
+    handler = configure("INFO", "json", stream=io.StringIO())  # as serve logs, kept in memory
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+            rt, record = wa.bench_runtime(Path(tmp))
+            cursor = _KeepingNothing()
+            rt.pipeline._intake_writer.write = lambda fn: fn(cursor)
+            endpoint = create_app(rt).wsgi_app
+            load = wa.Load(wa.body_template(), 1000)
+            path = f"/webhooks/woocommerce/{record.id}"
+
+            def answered(status: str, headers: list[tuple[str, str]]) -> None:
+                assert status == "200 OK", status
+
+            passes = []
+            for _ in range(6):  # the first warms up
+                environs = [_environ(path, *load.request()) for _ in range(n)]
+                started = time.perf_counter()
+                for environ in environs:
+                    endpoint(environ, answered)
+                passes.append((time.perf_counter() - started) / n * 1e6)
+            rt.close()
+        return min(passes[1:])
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _environ(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """The WSGI environ waitress makes for this request."""
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
+               "wsgi.input_terminated": True, "CONTENT_LENGTH": str(len(body))}
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
+    return environ
 
 
 if __name__ == "__main__":
