@@ -49,8 +49,8 @@ def request_id_from(incoming: str | None) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
-# Built once: json.dumps with any option but the defaults makes a new encoder on every call.
-_encode_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# A JSON string literal, as json.dumps(..., ensure_ascii=False) writes one (its C function).
+_json_string = json.encoder.encode_basestring
 
 
 class JSONFormatter(logging.Formatter):
@@ -67,23 +67,27 @@ class JSONFormatter(logging.Formatter):
         return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "time": self._time(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        # The object json.dumps would write for {"time": ..., "level": ..., "logger": ...,
+        # "message": ..., and the ids}, every value a string, written out directly: building
+        # the dict and encoding it took twice as long, for every order of a burst.
+        parts = ['{"time": "', self._time(record), '", "level": ', _json_string(record.levelname),
+                 ', "logger": ', _json_string(record.name),
+                 ', "message": ', _json_string(record.getMessage())]
         if getattr(record, "request_id", None) is None:
             rid = request_id_var.get()
             if rid is not None:
-                out["request_id"] = rid
+                parts += (', "request_id": ', _json_string(str(rid)))
         for field in _FIELDS:
             value = getattr(record, field, None)
             if value is not None:
-                out[field] = str(value)
+                parts += (_FIELD_KEYS[field], _json_string(str(value)))
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        return _encode_json(out)
+            parts += (', "exception": ', _json_string(self.formatException(record.exc_info)))
+        parts.append("}")
+        return "".join(parts)
+
+
+_FIELD_KEYS = {field: f', "{field}": ' for field in _FIELDS}
 
 
 def keep_request_id(record: logging.LogRecord) -> bool:

@@ -9,6 +9,8 @@ import re
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.logging_setup import JSONFormatter, request_id_from
 
@@ -217,3 +219,38 @@ def test_waitress_queue_warnings_are_held_back_before_a_record_is_made(caplog) -
     warnings = [r for r in caplog.records if r.name == "waitress.queue"]
     assert len(warnings) == 1 and warnings[0].getMessage().startswith("Task queue depth is")
     assert len(made) == 1  # the held-back ones never became records
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=400, deadline=None)
+@given(message=_TEXT, name=_TEXT,
+       ids=st.lists(_TEXT | st.integers() | st.none(), min_size=4, max_size=4))
+def test_a_json_line_is_what_json_dumps_writes(message: str, name: str, ids: list) -> None:
+    """The formatter writes its line itself; it is the object json.dumps would write, key for
+    key and byte for byte (quotes, backslashes, control characters, any script)."""
+    from bridge.logging_setup import request_id_var
+
+    record = logging.LogRecord(name or "bridge", logging.WARNING, "(unknown file)", 0,
+                               "%s!", (message,), None)
+    context_id, record_id, store_id, order_id = ids
+    for field, value in (("request_id", record_id), ("store_id", store_id),
+                         ("order_id", order_id)):
+        if value is not None:
+            setattr(record, field, value)
+    formatter = JSONFormatter()
+    token = request_id_var.set(None if context_id is None else str(context_id))
+    try:
+        line = formatter.format(record)
+    finally:
+        request_id_var.reset(token)
+    expected = {"time": formatter._time(record), "level": "WARNING", "logger": record.name,
+                "message": f"{message}!"}
+    if record_id is None and context_id is not None:
+        expected["request_id"] = str(context_id)
+    for field, value in (("request_id", record_id), ("store_id", store_id),
+                         ("order_id", order_id)):
+        if value is not None:
+            expected[field] = str(value)
+    assert line == json.dumps(expected, ensure_ascii=False)
