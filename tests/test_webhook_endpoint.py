@@ -251,6 +251,30 @@ def test_the_body_is_read_as_werkzeug_reads_it(length: int, announced: bool,
         assert expected == (data if length <= limit else None)
 
 
+@pytest.mark.parametrize("length", ["\u00b2", " 5", "-1", "abc", "", "999", "5"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_an_odd_content_length_reads_as_werkzeug_reads_it(length: str, chunked: bool) -> None:
+    import io
+
+    from werkzeug.exceptions import RequestEntityTooLarge
+    from werkzeug.wsgi import get_input_stream
+
+    from bridge.web.webhooks import _read_body
+
+    def environ() -> dict:
+        env = {"wsgi.input": io.BytesIO(b"12345"), "wsgi.input_terminated": True,
+               "CONTENT_LENGTH": length}
+        if chunked:
+            env["HTTP_TRANSFER_ENCODING"] = "chunked"
+        return env
+
+    try:
+        expected = get_input_stream(environ(), max_content_length=11).read()
+    except RequestEntityTooLarge:
+        expected = None
+    assert _read_body(environ(), 10) == expected
+
+
 @pytest.mark.parametrize("name", ["X-WC-Webhook-Signature", "x-wc-webhook-topic", "Content-Type",
                                   "content-length", "Saleor-Api-Url", "X-Missing", "X-Request-ID"])
 def test_the_header_view_reads_as_werkzeugs(name: str) -> None:

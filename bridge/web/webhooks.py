@@ -161,8 +161,11 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
         # The server has read the whole body (waitress: Content-Length or chunked) and ends
         # the stream there, so it is read directly: what werkzeug's LimitedStream would return,
         # without its wrapper, which cost more than the read on every delivery of a burst.
+        # An announced length past the limit is refused unread, as werkzeug does; a chunked
+        # body's is not read from the header (and what is not plain digits, the read decides).
         length = environ.get("CONTENT_LENGTH")
-        if length and length.isdigit() and int(length) > limit:
+        if length and length.isascii() and length.isdigit() and int(length) > limit and \
+                environ.get("HTTP_TRANSFER_ENCODING") != "chunked":
             return None
         stream, most = environ["wsgi.input"], limit + 1
         body = stream.read(most)
