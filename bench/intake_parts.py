@@ -144,14 +144,11 @@ def python_per_delivery(n: int) -> float:
 
 
 def _environ(path: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-    """The WSGI environ waitress makes for this request."""
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-               "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-               "REMOTE_ADDR": "127.0.0.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-               "wsgi.input_terminated": True, "CONTENT_LENGTH": str(len(body))}
-    for name, value in headers.items():
-        key = name.upper().replace("-", "_")
-        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
+    """The WSGI environ of this request as waitress hands it over (its body read and ended)."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(path, method="POST", data=body, headers=headers).get_environ()
+    environ["wsgi.input_terminated"] = True
     return environ
 
 

@@ -25,6 +25,7 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _FIELDS = ("request_id", "store_id", "order_id")
+_FIELD_KEYS = {field: f', "{field}": ' for field in _FIELDS}  # as a JSON line writes them
 
 
 # Fresh ids: a random prefix per process and a counter, 32 hex digits like a UUID's. They only
@@ -86,8 +87,6 @@ class JSONFormatter(logging.Formatter):
         parts.append("}")
         return "".join(parts)
 
-
-_FIELD_KEYS = {field: f', "{field}": ' for field in _FIELDS}
 
 
 def keep_request_id(record: logging.LogRecord) -> bool:

@@ -100,9 +100,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def objects(container: dict, key: str, where: str, *, placed: bool = True) -> list[Any]:
-    """The objects of a list field, each with its place for error messages; [] when absent.
-    ``placed=False``: the objects alone (the caller writes a place when it needs one)."""
+def objects(container: dict, key: str, where: str) -> list[tuple[str, dict]]:
+    """The objects of a list field, each with its place for error messages; [] when absent."""
+    return [(f"{where} {key}[{index}]", item)
+            for index, item in enumerate(checked_objects(container, key, where))]
+
+
+def checked_objects(container: dict, key: str, where: str) -> list[dict]:
+    """The objects of a list field, checked to be objects; [] when absent. For a caller that
+    writes an object's place only when it has an error to report."""
     raw = container.get(key)
     if raw is None:
         return []
@@ -112,6 +118,4 @@ def objects(container: dict, key: str, where: str, *, placed: bool = True) -> li
         if not isinstance(item, dict):
             raise InvalidPayloadError(f"{where} {key}[{index}] must be an object, got "
                                       f"{type(item).__name__}")
-    if not placed:
-        return raw
-    return [(f"{where} {key}[{index}]", item) for index, item in enumerate(raw)]
+    return raw

@@ -14,7 +14,7 @@ from bridge.errors import InvalidPayloadError
 from bridge.mapping import clean_name
 from bridge.models import Customer, LineKind, Order, OrderLine
 from bridge.money import add_exact, parse_amount
-from bridge.stores.payload import MAX_QUANTITY, objects, storable, storable_id
+from bridge.stores.payload import MAX_QUANTITY, checked_objects, storable, storable_id
 from bridge.stores.payload import quantity as parse_quantity
 
 _ZERO = Decimal("0")
@@ -103,7 +103,7 @@ def _money(obj: dict, key: str, where: str, default: Decimal | None = None) -> D
 def _lines(payload: dict, key: str, where: str, kind: LineKind) -> list[OrderLine]:
     lines = []
     # Each line's place ("order 7 line_items[2]") is written out only for an error message.
-    for index, item in enumerate(objects(payload, key, where, placed=False)):
+    for index, item in enumerate(checked_objects(payload, key, where)):
         # Line totals are after discounts and exclude tax, whatever prices_include_tax says.
         try:
             total = parse_amount(item.get("total"))

@@ -187,7 +187,8 @@ def _read_body(environ: dict[str, Any], limit: int) -> bytes | None:
 
 class _Headers(EnvironHeaders):
     """werkzeug's headers of a WSGI environ, with each header name's environ key kept: a
-    delivery reads five headers, and werkzeug works the key out anew on every read."""
+    delivery reads five headers, and werkzeug works the key out anew on every read (``get``,
+    ``in`` and ``[]`` all come to ``_get_key``)."""
 
     _keys: dict[str, str] = {}
 
@@ -202,21 +203,6 @@ class _Headers(EnvironHeaders):
             if len(self._keys) < 256:  # only the names the bridge reads come here
                 self._keys[key] = environ_key
         return self.environ[environ_key]  # type: ignore[no-any-return]
-
-    def get(self, key: str, default: Any = None, type: Any = None) -> Any:  # noqa: A002
-        if type is not None:
-            return super().get(key, default, type)
-        try:
-            return self._get_key(key)
-        except KeyError:
-            return default
-
-    def __contains__(self, key: object) -> bool:
-        try:
-            self._get_key(key)  # type: ignore[arg-type]
-        except KeyError:
-            return False
-        return True
 
 
 # The answers to nearly every delivery of a burst ({"ok": true, "order": "queued"} and the
